@@ -1,0 +1,3 @@
+"""lightning_info.attention."""
+
+__all__: list[str] = []

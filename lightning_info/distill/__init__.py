@@ -1,0 +1,3 @@
+"""lightning_info.distill."""
+
+__all__: list[str] = []

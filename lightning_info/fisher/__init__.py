@@ -1,0 +1,3 @@
+"""lightning_info.fisher."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""lightning_info.losses."""
+
+__all__: list[str] = []

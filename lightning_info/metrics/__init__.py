@@ -1,0 +1,3 @@
+"""lightning_info.metrics."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""lightning_info.optim."""
+
+__all__: list[str] = []

@@ -1,0 +1,55 @@
+"""Helpers to run real ``Trainer``s in tests: quiet CPU arguments and 2-process CPU DDP (gloo) runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def trainer_kwargs(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """Quiet single-process CPU ``Trainer`` arguments (no logger, no checkpoint, no progress bar)."""
+    kwargs: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_steps": 4,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(tmp_path),
+        "num_sanity_val_steps": 0,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def run_ddp(tmp_path: Path, code: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a standalone script (Lightning's ``strategy="ddp"`` re-launches the script for rank 1).
+
+    The script should build a ``Trainer(accelerator="cpu", devices=2, strategy="ddp")``, and write what the test
+    checks into files under the folder given as ``sys.argv[1]`` (``OUT`` in the script), one per rank. The variable
+    ``OUT`` (a ``pathlib.Path``) is defined for it. Raises ``AssertionError`` with the output if the script fails.
+    """
+    script = tmp_path / "ddp_script.py"
+    prelude = "import sys, pathlib\nOUT = pathlib.Path(sys.argv[1])\n"
+    script.write_text(prelude + textwrap.dedent(code))
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("LOCAL_RANK", None)
+    env["PL_DISABLE_FORK"] = "1"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tmp_path,
+    )
+    output = f"STDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"DDP script failed:\n{output}"
+    return result
