@@ -1,0 +1,3 @@
+"""Pure tensor math of the losses (no Lightning, no state)."""
+
+__all__: list[str] = []
