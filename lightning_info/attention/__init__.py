@@ -1,3 +1,6 @@
-"""lightning_info.attention."""
+"""Attention modules: entropy-guided multi-head attention and the chunked attention-entropy math."""
 
-__all__: list[str] = []
+from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.attention.functional import attention_entropy_from_qk
+
+__all__ = ["EntropyGuidedAttention", "attention_entropy_from_qk"]

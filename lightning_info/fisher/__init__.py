@@ -1,3 +1,6 @@
-"""lightning_info.fisher."""
+"""Fisher information for sparse fine-tuning (FISH): per-sample empirical Fisher, global top-k masks, saliency."""
 
-__all__: list[str] = []
+from lightning_info.fisher.fisher import empirical_fisher, fisher_importance, nll_from_logits
+from lightning_info.fisher.masks import match_parameter_names, topk_masks
+
+__all__ = ["empirical_fisher", "fisher_importance", "match_parameter_names", "nll_from_logits", "topk_masks"]

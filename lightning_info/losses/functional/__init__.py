@@ -1,3 +1,14 @@
 """Pure tensor math of the losses (no Lightning, no state)."""
 
+from lightning_info.losses.functional.cauchy_schwarz import (
+    cs_conditional_divergence,
+    cs_divergence,
+    cs_qmi,
+    median_width,
+    silverman_width,
+)
+from lightning_info.losses.functional.entropy_regularizer import entropy_band_penalty, entropy_regularizer
+
 __all__: list[str] = []
+__all__ += ["cs_conditional_divergence", "cs_divergence", "cs_qmi", "median_width", "silverman_width"]
+__all__ += ["entropy_band_penalty", "entropy_regularizer"]

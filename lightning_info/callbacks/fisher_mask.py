@@ -1,0 +1,303 @@
+r"""Train only the parameters with the largest Fisher information (FISH, Sung et al., NeurIPS 2021).
+
+When training starts, :class:`FisherMask` estimates the diagonal empirical Fisher
+:math:`F_j = \sum_{i=1}^{N} (\partial_j \log p_\theta(y_i \mid x_i))^2` from per-sample gradients
+(:func:`~lightning_info.fisher.empirical_fisher`), keeps the global top
+:math:`k = \lfloor \text{keep\_ratio} \cdot n \rfloor` entries (:func:`~lightning_info.fisher.topk_masks`) and keeps
+every other entry exactly where it was:
+
+1. The boolean masks are buffers of a submodule ``fisher_mask`` of the LightningModule: they move with ``.to()``,
+   are saved in checkpoints and are restored on resume (a load-state-dict pre-hook creates them), so a resumed run
+   uses the same masks without recomputing. Loading such a checkpoint into a module without this callback
+   (``Model.load_from_checkpoint``) needs ``strict=False``, or delete the ``fisher_mask.*`` keys first.
+2. ``on_before_optimizer_step`` (after backward, after AMP unscaling, before gradient clipping) zeroes the masked
+   gradient entries; a tensor with no kept entry gets ``grad = None``, so optimizers skip it and allocate no state
+   for it (Adam's moments then cost memory only for partially kept tensors).
+3. Zero gradients do not stop weight decay, momentum or Adam state from moving a weight. A step post-hook on every
+   optimizer (``Optimizer.register_step_post_hook``) therefore writes the frozen entries back from a snapshot taken
+   when the masks were set, so they are bit-identical whatever the optimizer does. Cost: one copy of the
+   parameters that are not fully kept, and one ``torch.where`` per optimizer step.
+
+The Fisher is estimated with the model in ``eval()`` mode (BatchNorm uses running statistics, dropout off). Under
+DDP each rank uses ``ceil(num_samples / world_size)`` samples of its shard, the Fisher is summed over ranks, and the
+masks are broadcast from rank 0, so every rank trains the same entries.
+
+``recompute_every_n_epochs=m`` is the paper's *dynamic* variant: at the start of every m-th epoch the Fisher is
+re-estimated at the current weights and new masks replace the old ones (entries that become frozen stay at their
+current values). With ``None`` (default) the masks are fixed for the whole run, as in FISH.
+
+Logged (any logger, at the step the masks are set): ``fisher/kept_frac/<parameter>`` per parameter tensor,
+``fisher/kept_frac`` overall and ``fisher/num_kept``; with a ``WandbLogger`` also ``fisher/histogram``, a histogram
+of :math:`\log_{10}` of the per-sample mean Fisher.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
+
+from lightning_info._internal.validation import check_choice, check_int, check_range
+from lightning_info.fisher import empirical_fisher, topk_masks
+from lightning_info.fisher.fisher import LossFn
+
+MASK_ATTRIBUTE = "fisher_mask"
+
+
+def _encode(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class _MaskBuffers(nn.Module):
+    """One bool buffer per masked parameter (dots written as ``__``); loading a state dict creates missing ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_pre_hook(self._create_buffers)
+
+    def _create_buffers(self, module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        for key, value in state_dict.items():
+            local = key[len(prefix) :]
+            if key.startswith(prefix) and local and "." not in local and isinstance(value, Tensor):
+                self.register_buffer(local, torch.empty_like(value))
+
+    def set(self, masks: dict[str, Tensor]) -> None:
+        self._buffers.clear()
+        for name, mask in masks.items():
+            self.register_buffer(_encode(name), mask)
+
+    def get(self, params: dict[str, Tensor]) -> dict[str, Tensor] | None:
+        """The masks of ``params`` if every one is present with the right shape, else ``None``."""
+        masks = {name: self._buffers.get(_encode(name)) for name in params}
+        if len(self._buffers) != len(params) or any(
+            m is None or m.shape != params[name].shape for name, m in masks.items()
+        ):
+            return None
+        return {name: m.to(device=params[name].device, dtype=torch.bool) for name, m in masks.items() if m is not None}
+
+
+class FisherMask(Callback):
+    r"""Fine-tune only the top ``keep_ratio`` fraction of parameters ranked by their empirical Fisher (FISH).
+
+    Args:
+        keep_ratio: fraction of the trainable entries that are trained, in (0, 1] (the paper's 0.5% = 0.005).
+        num_samples: N, samples used to estimate the Fisher (1024 in the paper), split over DDP ranks.
+        stage_dataloader: ``"train"`` (the trainer's training dataloader) or any iterable of
+            ``(inputs, targets, ...)`` batches (e.g. a ``DataLoader``), moved to the device by the strategy.
+        loss_fn: ``loss_fn(output, target) -> scalar`` negative log-likelihood of one sample, where
+            ``output = pl_module(inputs)``. Default: cross-entropy of logits.
+        include: parameter names/globs that may be selected (default: all trainable parameters).
+        exclude: parameter names/globs that are never trained.
+        always_train: parameter names/globs trained entirely, counted inside the budget (e.g. ``["head"]``).
+        recompute_every_n_epochs: re-estimate the masks every this many epochs (dynamic variant); ``None`` = fixed.
+        mode: ``"vmap"`` (``torch.func`` per-sample gradients) or ``"loop"`` (batch size 1), see
+            :func:`~lightning_info.fisher.empirical_fisher`.
+        label: ``"empirical"`` (data labels, as in FISH) or ``"sampled"`` (labels drawn from the model).
+        chunk_size: samples per ``vmap`` call (bounds the extra memory to ``chunk_size * #params`` values).
+
+    Raises:
+        ValueError: for ``keep_ratio`` outside (0, 1], ``num_samples`` < 1, ``recompute_every_n_epochs`` < 1, a bad
+            ``mode``/``label``/``stage_dataloader``; at train start for a model with no trainable parameters, a
+            pattern that matches no parameter, or a ``loss_fn`` returning more than one value per sample.
+        TypeError: for a non-callable ``loss_fn`` or patterns given as a plain string.
+
+    Example:
+        >>> from lightning_info.callbacks import FisherMask
+        >>> FisherMask(keep_ratio=0.005, always_train=["head"]).state_key
+        "FisherMask{'keep_ratio': 0.005}"
+    """
+
+    def __init__(
+        self,
+        keep_ratio: float = 0.005,
+        num_samples: int = 1024,
+        stage_dataloader: str | Iterable[Any] = "train",
+        loss_fn: LossFn | None = None,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+        always_train: list[str] | None = None,
+        recompute_every_n_epochs: int | None = None,
+        mode: Literal["vmap", "loop"] = "vmap",
+        label: Literal["empirical", "sampled"] = "empirical",
+        chunk_size: int = 64,
+    ) -> None:
+        self.keep_ratio = check_range("keep_ratio", keep_ratio, 0.0, 1.0, low_inclusive=False)
+        self.num_samples = check_int("num_samples", num_samples, min_value=1)
+        if isinstance(stage_dataloader, str):
+            check_choice("stage_dataloader", stage_dataloader, ["train"])
+        elif not isinstance(stage_dataloader, Iterable):
+            raise TypeError(f"stage_dataloader must be 'train' or an iterable of batches, got {stage_dataloader!r}")
+        self.stage_dataloader = stage_dataloader
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        self.loss_fn = loss_fn
+        for argument, patterns in (("include", include), ("exclude", exclude), ("always_train", always_train)):
+            if isinstance(patterns, str):
+                raise TypeError(f"{argument} must be a list of names or globs, got the string {patterns!r}")
+        self.include, self.exclude, self.always_train = include, exclude, always_train
+        self.recompute_every_n_epochs = (
+            None
+            if recompute_every_n_epochs is None
+            else check_int("recompute_every_n_epochs", recompute_every_n_epochs, min_value=1)
+        )
+        check_choice("mode", mode, ["vmap", "loop"])
+        check_choice("label", label, ["empirical", "sampled"])
+        self.mode, self.label = mode, label
+        self.chunk_size = check_int("chunk_size", chunk_size, min_value=1)
+        self.computed_at_epoch = -1  # epoch whose start computed the current masks (-1: none yet)
+        self.num_computations = 0  # in this process; tests use it to check that a resume does not recompute
+        self._frozen: list[tuple[Tensor, Tensor, Tensor]] = []  # (parameter, mask, snapshot)
+        self._masked: list[tuple[Tensor, Tensor, bool]] = []  # (parameter, mask, mask has no True entry)
+        self._handles: list[RemovableHandle] = []
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(keep_ratio=self.keep_ratio)
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        existing = getattr(pl_module, MASK_ATTRIBUTE, None)
+        if existing is None:
+            pl_module.add_module(MASK_ATTRIBUTE, _MaskBuffers())
+        elif not isinstance(existing, _MaskBuffers):
+            raise RuntimeError(f"{type(pl_module).__name__} already has an attribute {MASK_ATTRIBUTE!r}")
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        container: _MaskBuffers = getattr(pl_module, MASK_ATTRIBUTE)
+        masks = container.get(self._trainable(pl_module))
+        if masks is None or self.computed_at_epoch < 0:
+            masks = self._compute(trainer, pl_module)
+            self.computed_at_epoch = trainer.current_epoch
+        self._install(trainer, pl_module, masks)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        n = self.recompute_every_n_epochs
+        epoch = trainer.current_epoch
+        if n is None or epoch == self.computed_at_epoch or epoch % n != 0:
+            return
+        self._install(trainer, pl_module, self._compute(trainer, pl_module))
+        self.computed_at_epoch = epoch
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        for param, mask, frozen in self._masked:
+            if param.grad is None:
+                continue
+            if frozen:
+                param.grad = None
+            else:
+                param.grad.masked_fill_(~mask, 0)
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._remove_hooks()
+        self._frozen, self._masked = [], []
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"computed_at_epoch": self.computed_at_epoch, "keep_ratio": self.keep_ratio}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.computed_at_epoch = int(state_dict["computed_at_epoch"])
+
+    @staticmethod
+    def _trainable(pl_module: LightningModule) -> dict[str, Tensor]:
+        params: dict[str, Tensor] = {name: p for name, p in pl_module.named_parameters() if p.requires_grad}
+        if not params:
+            raise ValueError(f"FisherMask: {type(pl_module).__name__} has no trainable parameters (requires_grad)")
+        return params
+
+    def _batches(self, trainer: Trainer) -> Iterable[Any]:
+        source = trainer.train_dataloader if isinstance(self.stage_dataloader, str) else self.stage_dataloader
+        if source is None:
+            raise RuntimeError("FisherMask: the trainer has no training dataloader to estimate the Fisher from")
+        return (trainer.strategy.batch_to_device(batch) for batch in source)
+
+    def _compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        params = self._trainable(pl_module)
+        fisher = empirical_fisher(
+            pl_module,
+            self._batches(trainer),
+            loss_fn=self.loss_fn,
+            num_samples=math.ceil(self.num_samples / trainer.world_size),
+            mode=self.mode,
+            label=self.label,
+            chunk_size=self.chunk_size,
+        )
+        flat = trainer.strategy.reduce(torch.cat([f.reshape(-1) for f in fisher.values()]), reduce_op="sum")
+        fisher = dict(zip(params, flat.split([p.numel() for p in params.values()]), strict=True))
+        fisher = {name: f.reshape(params[name].shape) for name, f in fisher.items()}
+        masks = topk_masks(fisher, self.keep_ratio, self.include, self.exclude, self.always_train)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flat_mask = torch.cat([m.reshape(-1) for m in masks.values()]).to(torch.uint8)
+            torch.distributed.broadcast(flat_mask, src=0)
+            chunks = flat_mask.bool().split([m.numel() for m in masks.values()])
+            masks = {name: c.reshape(masks[name].shape) for (name, c) in zip(masks, chunks, strict=True)}
+        self.num_computations += 1
+        self._log(trainer, fisher, masks)
+        return masks
+
+    def _install(self, trainer: Trainer, pl_module: LightningModule, masks: dict[str, Tensor]) -> None:
+        getattr(pl_module, MASK_ATTRIBUTE).set(masks)
+        params = self._trainable(pl_module)
+        self._masked, self._frozen = [], []
+        for name, mask in masks.items():
+            if bool(mask.all()):
+                continue
+            param = params[name]
+            self._masked.append((param, mask, not bool(mask.any())))
+            self._frozen.append((param, mask, param.detach().clone()))
+        self._remove_hooks()
+        self._handles = [opt.register_step_post_hook(self._restore) for opt in trainer.optimizers]
+
+    @torch.no_grad()
+    def _restore(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for param, mask, snapshot in self._frozen:
+            param.copy_(torch.where(mask, param, snapshot))
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _log(self, trainer: Trainer, fisher: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
+        if not trainer.loggers or not trainer.is_global_zero:
+            return
+        from lightning.pytorch.loggers import WandbLogger
+
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        metrics: dict[str, Any] = {f"fisher/kept_frac/{name}": float(m.float().mean()) for name, m in masks.items()}
+        metrics.update({"fisher/kept_frac": kept / total, "fisher/num_kept": float(kept)})
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):  # one row with the scalars and the histogram
+                row = {
+                    **metrics,
+                    "fisher/histogram": self._histogram(fisher),
+                    "trainer/global_step": trainer.global_step,
+                }
+                logger.experiment.log(row)
+            else:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+    def _histogram(self, fisher: dict[str, Tensor]) -> Any:
+        """``wandb.Histogram`` of log10 of the per-sample mean Fisher (wandb imported lazily)."""
+        import wandb
+
+        values = torch.cat([f.reshape(-1) for f in fisher.values()]).double().cpu() / self.num_samples
+        counts, edges = torch.histogram(values.clamp_min(1e-30).log10(), bins=64)
+        return wandb.Histogram(np_histogram=(counts.numpy(), edges.numpy()))

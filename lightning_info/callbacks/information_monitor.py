@@ -1,0 +1,416 @@
+"""Log information metrics of any layer's representations during training: ``info/<layer>/<metric>``.
+
+:class:`InformationMonitor` hooks the named layers with :class:`~lightning_info.utils.ActivationCapture`, flattens
+each captured activation to ``(N, d)`` (``N`` = rows of the batch, at most ``max_samples``) and computes the metrics
+of :data:`INFORMATION_METRICS` on it; class-conditional ones (DSMI, CMI) use the batch targets. Metric functions
+are looked up by name, so :func:`register_information_metric` adds new ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_info._internal.validation import check_choice, check_int, check_range
+from lightning_info.metrics.functional import (
+    diffusion_spectral_entropy,
+    diffusion_spectral_mutual_information,
+    matrix_entropy,
+    matrix_nuclear_norm,
+    shannon_entropy,
+    vendi_score,
+)
+from lightning_info.metrics.mutual_information import ESTIMATORS, MutualInformationEstimator
+from lightning_info.utils import ActivationCapture
+
+MetricFn = Callable[[Tensor, Tensor | None], Tensor]
+
+
+@dataclass(frozen=True)
+class InformationMetric:
+    """A monitored metric: ``fn(z, targets)`` on ``(N, d)`` activations; ``targets`` is ``None`` unless needed."""
+
+    fn: MetricFn
+    needs_targets: bool = False
+
+
+INFORMATION_METRICS: dict[str, InformationMetric] = {
+    "matrix_entropy": InformationMetric(lambda z, _: matrix_entropy(z)),
+    "matrix_nuclear_norm": InformationMetric(lambda z, _: matrix_nuclear_norm(z)),
+    "vendi": InformationMetric(lambda z, _: vendi_score(z)),
+    "dse": InformationMetric(lambda z, _: diffusion_spectral_entropy(z)),
+    "dsmi": InformationMetric(
+        lambda z, y: diffusion_spectral_mutual_information(z, torch.as_tensor(y)), needs_targets=True
+    ),
+    # mean Shannon entropy (nats) of softmax(z): for a layer that outputs logits
+    "prediction_entropy": InformationMetric(lambda z, _: shannon_entropy(z, from_logits=True).mean()),
+}
+
+
+def register_information_metric(name: str, fn: MetricFn, *, needs_targets: bool = False) -> None:
+    """Make ``name`` usable in ``InformationMonitor(metrics=[...])``; ``fn(z, targets) -> scalar tensor``."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a non-empty str without '/', got {name!r}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    INFORMATION_METRICS[name] = InformationMetric(fn, needs_targets)
+
+
+def _batch_part(batch: Any, index: int, keys: tuple[str, ...], what: str) -> Tensor:
+    value = None
+    if isinstance(batch, (tuple, list)) and len(batch) > index:
+        value = batch[index]
+    elif isinstance(batch, dict):
+        value = next((batch[k] for k in keys if k in batch), None)
+    if not isinstance(value, Tensor):
+        raise ValueError(
+            f"InformationMonitor could not find the {what} in a batch of type {type(batch).__name__}: expected "
+            f"(inputs, targets) or a dict with one of {list(keys)}; pass targets=<callable batch -> tensor>"
+        )
+    return value
+
+
+def _default_targets(batch: Any) -> Tensor:
+    return _batch_part(batch, 1, ("target", "targets", "label", "labels", "y"), "targets")
+
+
+def _append(previous: Tensor | None, value: Tensor, max_samples: int) -> Tensor:
+    """Concatenate rows up to ``max_samples``, keeping exactly the rows ``ActivationCapture`` keeps."""
+    value = value.detach()
+    if previous is None:
+        return value[:max_samples]
+    if previous.shape[0] >= max_samples:
+        return previous
+    return torch.cat([previous, value.to(previous.device)])[:max_samples]
+
+
+class InformationMonitor(Callback):
+    r"""Compute information metrics of named layers every ``every_n_steps`` and log ``info/<layer>/<metric>``.
+
+    Metrics (see :data:`INFORMATION_METRICS`): ``matrix_entropy``, ``matrix_nuclear_norm``, ``vendi`` (Vendi Score),
+    ``dse`` (diffusion spectral entropy), ``prediction_entropy`` (of a logits layer) and, with targets, ``dsmi``.
+    Values go to every logger of the trainer via ``logger.log_metrics(values, step=step)``.
+
+    - ``stage="train"``: at each global step divisible by ``every_n_steps`` the layers' outputs of that step's
+      batch (all micro-batches under gradient accumulation, up to ``max_samples`` rows) are captured; the metrics
+      are computed after the optimizer step and logged at that step.
+    - ``stage="validation"``: every validation run is captured (up to ``max_samples`` rows over its batches) and
+      logged at the current global step; ``every_n_steps`` is not used (the Trainer's ``val_check_interval`` is).
+
+    DDP: only global rank 0 captures and computes (other ranks keep the hooks disabled and do no work, and Lightning
+    loggers write only on rank 0), so the values describe rank 0's shard of each batch. No collective is called,
+    so a metric that fails or is slow cannot deadlock the ranks.
+
+    Info-plane mode (``info_plane=True``): for each layer two side :class:`MutualInformationEstimator` critics
+    estimate :math:`I(X;T)` (inputs vs. the layer) and :math:`I(T;Y)` (the layer vs. one-hot targets), logged as
+    ``info/<layer>/mi_xt`` and ``info/<layer>/mi_ty`` in nats. Each has its own Adam optimizer and trains for
+    ``mi_steps`` minibatches on the captured (detached) rows at every logging step, so the model's gradients are
+    never touched. With a ``WandbLogger``, each validation epoch end logs ``info/heatmap`` (layer x metric image)
+    and ``info/plane`` (scatter of the information-plane trajectory).
+
+    Args:
+        layers: dotted module names or globs (``"encoder.layers.*"``) of ``pl_module``.
+        metrics: names from :data:`INFORMATION_METRICS`.
+        every_n_steps: logging period in optimizer steps (``stage="train"``).
+        stage: ``"train"`` or ``"validation"``.
+        max_samples: rows kept per computation (the metrics' cost grows as ``max_samples**2`` to ``**3``).
+        targets: ``True`` reads targets from ``(inputs, targets)`` batches or dicts (``"target"``, ``"labels"``,
+            ``"y"``, ...), a callable ``batch -> Tensor`` extracts them, ``False`` disables class-conditional metrics.
+        info_plane: train the side MI estimators described above.
+        num_classes: number of classes for :math:`I(T;Y)` (required with ``info_plane``).
+        mi_estimator: bound used by the side estimators (``"smile"``, ``"infonce"``, ``"nwj"``, ``"mine"``).
+        mi_steps: critic updates per logging step.
+        mi_lr: learning rate of the critics' Adam optimizers.
+        log_figures: log the W&B heatmap and information plane at validation epoch end.
+
+    Raises:
+        ValueError: unknown metric, ``every_n_steps < 1``, bad ``stage``, a class-conditional metric or the info plane
+            without targets, ``info_plane`` without ``num_classes``; at ``setup``: a layer name matching nothing.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        metrics: Sequence[str] = ("matrix_entropy", "vendi", "dse"),
+        every_n_steps: int = 50,
+        stage: str = "train",
+        max_samples: int = 512,
+        targets: bool | Callable[[Any], Tensor] = True,
+        info_plane: bool = False,
+        num_classes: int | None = None,
+        mi_estimator: str = "smile",
+        mi_steps: int = 20,
+        mi_lr: float = 1e-3,
+        log_figures: bool = True,
+    ) -> None:
+        if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+            raise ValueError(f"layers must be a non-empty list of module names or globs, got {layers!r}")
+        if isinstance(metrics, str) or not isinstance(metrics, Sequence):
+            raise TypeError(f"metrics must be a list of metric names, got {metrics!r}")
+        for name in metrics:
+            check_choice("metrics", name, sorted(INFORMATION_METRICS))
+        if not metrics and not info_plane:
+            raise ValueError("metrics must name at least one metric (or set info_plane=True), got []")
+        self.layers = list(layers)
+        self.metrics = list(dict.fromkeys(metrics))
+        self.every_n_steps = check_int("every_n_steps", every_n_steps, min_value=1)
+        self.stage = check_choice("stage", stage, ("train", "validation"))
+        self.max_samples = check_int("max_samples", max_samples, min_value=2)
+        if not (isinstance(targets, bool) or callable(targets)):
+            raise TypeError(f"targets must be a bool or a callable batch -> Tensor, got {type(targets).__name__}")
+        self.info_plane = bool(info_plane)
+        self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, min_value=2)
+        needing = [m for m in self.metrics if INFORMATION_METRICS[m].needs_targets] + (["info_plane"] * info_plane)
+        if needing and targets is False:
+            raise ValueError(f"{needing} need the batch targets, but targets=False")
+        if self.info_plane and self.num_classes is None:
+            raise ValueError("info_plane=True needs num_classes (to one-hot the targets for I(T;Y)), got None")
+        self.target_fn: Callable[[Any], Tensor] | None = None
+        if needing:
+            self.target_fn = _default_targets if targets is True else targets  # type: ignore[assignment]
+        self.mi_estimator = check_choice("mi_estimator", mi_estimator, ESTIMATORS)
+        self.mi_steps = check_int("mi_steps", mi_steps, min_value=1)
+        self.mi_lr = check_range("mi_lr", mi_lr, 0.0, low_inclusive=False)
+        self.log_figures = bool(log_figures)
+        self.capture: ActivationCapture | None = None
+        self.estimators = nn.ModuleDict()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._saved_estimators: dict[str, dict[str, Any]] = {}
+        self.latest: dict[str, float] = {}
+        self.plane: dict[str, list[list[float]]] = {}
+        self.last_logged_step = -1
+        self._pending_step: int | None = None
+        self._inputs: Tensor | None = None
+        self._targets: Tensor | None = None
+        self._generator = torch.Generator().manual_seed(0)
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=self.layers, metrics=self.metrics, stage=self.stage)
+
+    # ---------------------------------------------------------------- hooks
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.capture is None:
+            self.capture = ActivationCapture(pl_module, self.layers, max_samples=self.max_samples, accumulate=True)
+            self.capture.enabled = False
+            self.capture.attach()
+
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.capture is not None:
+            self.capture.remove()
+            self.capture = None
+        self._reset_buffers()
+
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.stage != "train" or not trainer.is_global_zero or step % self.every_n_steps:
+            return
+        if step <= self.last_logged_step:  # resumed from a checkpoint written after this step's logging
+            return
+        if self._pending_step != step:
+            self._reset_buffers()
+            self._pending_step = step
+        self._start_capture(batch)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.capture is not None:
+            self.capture.enabled = False
+        if self._pending_step is not None and trainer.global_step != self._pending_step:  # the optimizer stepped
+            self._compute_and_log(trainer, self._pending_step)
+
+    @override
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.stage == "validation" and trainer.is_global_zero and not trainer.sanity_checking:
+            self._pending_step = trainer.global_step
+            self._start_capture(batch)
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self.stage == "validation" and self.capture is not None:
+            self.capture.enabled = False
+
+    @override
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        if self.stage == "validation" and self._pending_step is not None:
+            self._compute_and_log(trainer, self._pending_step)
+        if self.log_figures and self.latest:
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    self._log_figures(logger, trainer.global_step)
+
+    # ---------------------------------------------------------------- state
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        estimators = dict(self._saved_estimators)  # restored but not used yet
+        for key, estimator in self.estimators.items():
+            assert isinstance(estimator, MutualInformationEstimator)
+            estimators[key] = {
+                "dims": [estimator.x_dim, estimator.y_dim],
+                "weights": estimator.state_dict(),
+                "optimizer": self.optimizers[key].state_dict(),
+            }
+        return {
+            "last_logged_step": self.last_logged_step,
+            "latest": dict(self.latest),
+            "plane": {layer: [list(p) for p in points] for layer, points in self.plane.items()},
+            "estimators": estimators,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_logged_step = int(state_dict["last_logged_step"])
+        self.latest = {k: float(v) for k, v in state_dict["latest"].items()}
+        self.plane = {layer: [list(p) for p in points] for layer, points in state_dict["plane"].items()}
+        # the critics are rebuilt at their first use, on the device of the captured activations
+        self._saved_estimators = dict(state_dict["estimators"])
+        self.estimators = nn.ModuleDict()
+        self.optimizers = {}
+
+    # ---------------------------------------------------------------- internals
+    def _reset_buffers(self) -> None:
+        self._pending_step = None
+        self._inputs = self._targets = None
+        if self.capture is not None:
+            self.capture.clear()
+            self.capture.enabled = False
+
+    def _start_capture(self, batch: Any) -> None:
+        if self.capture is None:
+            return
+        self.capture.enabled = True
+        if self.target_fn is not None:
+            self._targets = _append(self._targets, self.target_fn(batch), self.max_samples)
+        if self.info_plane:
+            inputs = _batch_part(batch, 0, ("input", "inputs", "x"), "inputs")
+            self._inputs = _append(self._inputs, inputs, self.max_samples)
+
+    def _compute_and_log(self, trainer: Trainer, step: int) -> None:
+        assert self.capture is not None
+        values: dict[str, float] = {}
+        for layer in self.capture.names:
+            z = self.capture.captured.get(layer)
+            if not isinstance(z, Tensor) or z.ndim == 0:
+                continue
+            z = z.reshape(z.shape[0], -1)
+            if z.shape[0] < 2:
+                rank_zero_warn(f"InformationMonitor: layer {layer!r} gave {z.shape[0]} row(s) at step {step}; skipped")
+                continue
+            targets = self._targets
+            if targets is not None and targets.shape[0] != z.shape[0]:
+                raise RuntimeError(
+                    f"InformationMonitor: layer {layer!r} captured {z.shape[0]} rows but the batches had "
+                    f"{targets.shape[0]} targets; the layer's output must have the batch as dim 0 (batch_first)"
+                )
+            with torch.no_grad():
+                for name in self.metrics:
+                    metric = INFORMATION_METRICS[name]
+                    y = targets.to(z.device) if metric.needs_targets and targets is not None else None
+                    values[f"info/{layer}/{name}"] = float(metric.fn(z, y))
+            if self.info_plane and targets is not None and self._inputs is not None:
+                values.update(self._info_plane(layer, self._inputs.reshape(z.shape[0], -1), z, targets, step))
+        if values:
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=step)
+            self.latest.update(values)
+        self.last_logged_step = step
+        self._reset_buffers()
+
+    def _estimator(self, key: str, x_dim: int, y_dim: int, device: torch.device) -> MutualInformationEstimator:
+        if key not in self.estimators:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(len(self.estimators))
+                estimator = MutualInformationEstimator(x_dim, y_dim, estimator=self.mi_estimator, hidden=64).to(device)
+            optimizer = torch.optim.Adam(estimator.parameters(), lr=self.mi_lr)
+            saved = self._saved_estimators.pop(key, None)
+            if saved is not None and list(saved["dims"]) == [x_dim, y_dim]:
+                estimator.load_state_dict(saved["weights"])
+                optimizer.load_state_dict(saved["optimizer"])
+            self.estimators[key], self.optimizers[key] = estimator, optimizer
+        found = self.estimators[key]
+        assert isinstance(found, MutualInformationEstimator)
+        return found
+
+    def _info_plane(self, layer: str, x: Tensor, t: Tensor, targets: Tensor, step: int) -> dict[str, float]:
+        assert self.num_classes is not None
+        values: dict[str, float] = {}
+        with torch.inference_mode(False), torch.enable_grad():
+            # clones: tensors made under validation's inference mode cannot be saved for backward
+            x, t = x.float().clone(), t.float().clone()
+            y = nn.functional.one_hot(targets.to(t.device).long(), self.num_classes).float()
+            for name, a, b in (("mi_xt", x, t), ("mi_ty", t, y)):
+                key = f"{layer}/{name}".replace(".", "_")
+                estimator = self._estimator(key, a.shape[1], b.shape[1], t.device)
+                optimizer, n = self.optimizers[key], a.shape[0]
+                estimator.train()
+                for _ in range(self.mi_steps):
+                    index = torch.randperm(n, generator=self._generator)[: min(n, 64)].to(t.device)
+                    loss = -estimator(a[index], b[index])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                estimator.eval()
+                with torch.no_grad():
+                    values[f"info/{layer}/{name}"] = float(estimator(a, b))
+        point = [float(step), values[f"info/{layer}/mi_xt"], values[f"info/{layer}/mi_ty"]]
+        self.plane.setdefault(layer, []).append(point)
+        return values
+
+    def _log_figures(self, logger: WandbLogger, step: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import wandb
+
+        layers = [layer for layer in self.layers if any(k.startswith(f"info/{layer}/") for k in self.latest)]
+        layers = layers or sorted({key.split("/")[1] for key in self.latest})
+        names = sorted({key.rsplit("/", 1)[1] for key in self.latest})
+        grid = torch.full((len(layers), len(names)), math.nan)
+        for i, layer in enumerate(layers):
+            for j, name in enumerate(names):
+                grid[i, j] = self.latest.get(f"info/{layer}/{name}", math.nan)
+        scale = grid.nan_to_num(0.0).abs().amax(dim=0).clamp_min(1e-12)  # per-metric colour scale
+        fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 0.5 * len(layers) + 1.5))
+        ax.imshow((grid / scale).numpy(), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(layers)), layers)
+        for i in range(len(layers)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{float(grid[i, j]):.3g}", ha="center", va="center", color="white", fontsize=8)
+        ax.set_title(f"information metrics, step {self.last_logged_step}")
+        fig.tight_layout()
+        payload: dict[str, Any] = {"info/heatmap": wandb.Image(fig), "trainer/global_step": step}
+        plt.close(fig)
+        if self.plane:
+            rows = [[layer, int(s), ixt, ity] for layer, points in self.plane.items() for s, ixt, ity in points]
+            table = wandb.Table(columns=["layer", "step", "I(X;T)", "I(T;Y)"], data=rows)
+            payload["info/plane"] = wandb.plot.scatter(table, "I(X;T)", "I(T;Y)", title="information plane (nats)")
+        logger.experiment.log(payload)

@@ -1,0 +1,253 @@
+r"""Diagonal empirical Fisher information from per-sample gradients (FISH, Sung et al., NeurIPS 2021).
+
+For parameters :math:`\theta` and samples :math:`(x_i, y_i)`, the diagonal Fisher estimate is
+
+.. math:: F_j = \sum_{i=1}^{N} \left( \frac{\partial \log p_\theta(y_i \mid x_i)}{\partial \theta_j} \right)^2
+
+computed **per sample**. The square of the batch-mean gradient,
+:math:`\big(\tfrac{1}{N}\sum_i \partial_j \log p(y_i|x_i)\big)^2`, is a different quantity (it cancels opposite
+gradients) and is not what this module returns.
+
+Two implementations give the same numbers:
+
+- ``mode="vmap"``: ``torch.func.functional_call`` + ``vmap(grad(...))`` over chunks of ``chunk_size`` samples; the
+  per-sample gradients of one chunk (``chunk_size x #params`` values) are the peak extra memory.
+- ``mode="loop"``: one forward/backward per sample (batch size 1), for models ``vmap`` cannot transform (in-place
+  ops on inputs, custom autograd functions without vmap rules, data-dependent control flow).
+
+**BatchNorm and dropout.** The model is put in ``eval()`` mode while the Fisher is estimated (and every submodule's
+``training`` flag is restored afterwards): BatchNorm uses its running statistics and dropout is off, so each
+sample's gradient does not depend on the other samples of its batch, ``vmap`` never updates running statistics in
+place, and both modes agree. Buffers are not modified.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._pytree import tree_map
+
+from lightning_info._internal.validation import check_choice, check_int
+
+LossFn = Callable[[Any, Tensor], Tensor]
+
+
+def nll_from_logits(output: Tensor, target: Tensor) -> Tensor:
+    """Default ``loss_fn``: the negative log-likelihood ``-log softmax(output)[target]``, summed over the batch."""
+    return nn.functional.cross_entropy(output, target, reduction="sum")
+
+
+def _split_batch(batch: Any) -> tuple[Any, Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError(
+            f"each batch must be a tuple or list (inputs, targets, ...), got {type(batch).__name__}; "
+            "map your batches to that form before calling empirical_fisher"
+        )
+    inputs, targets = batch[0], batch[1]
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"batch targets must be a torch.Tensor, got {type(targets).__name__}")
+    return inputs, targets
+
+
+def _rows(inputs: Any, start: int, stop: int) -> Any:
+    return tree_map(lambda t: t[start:stop] if isinstance(t, Tensor) else t, inputs)
+
+
+def _num_rows(inputs: Any, targets: Tensor) -> int:
+    first = inputs if isinstance(inputs, Tensor) else next((t for t in inputs if isinstance(t, Tensor)), None)
+    if first is None:
+        raise TypeError("batch inputs must be a tensor or a tuple/list holding tensors")
+    if first.shape[0] != targets.shape[0]:
+        raise ValueError(f"inputs have {first.shape[0]} rows but targets have {targets.shape[0]}")
+    return int(targets.shape[0])
+
+
+def _scalar(loss: object) -> Tensor:
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"loss_fn must return a tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(
+            "loss_fn must return one scalar per sample (the negative log-likelihood of that sample), "
+            f"got shape {tuple(loss.shape)} for a batch of 1"
+        )
+    return loss.reshape(())
+
+
+def _sample_labels(model: nn.Module, inputs: Any, generator: torch.Generator | None) -> Tensor:
+    """Draw ``y ~ p_theta(y | x)`` (categorical over the last dimension of the model's output)."""
+    with torch.no_grad():
+        logits = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+    probs = logits.detach().float().softmax(-1).cpu()
+    draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return draws.reshape(probs.shape[:-1]).to(logits.device)
+
+
+def empirical_fisher(
+    model: nn.Module,
+    batches: Iterable[Any],
+    loss_fn: LossFn | None = None,
+    num_samples: int = 1024,
+    mode: Literal["vmap", "loop"] = "vmap",
+    label: Literal["empirical", "sampled"] = "empirical",
+    chunk_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    r"""Diagonal Fisher :math:`F_j = \sum_i (\partial_j \log p(y_i \mid x_i))^2` of every trainable parameter.
+
+    Args:
+        model: the network; called as ``model(inputs)`` (or ``model(*inputs)`` for a tuple of input tensors).
+            Only parameters with ``requires_grad=True`` get a Fisher value. Put in ``eval()`` during the estimate.
+        batches: iterable of ``(inputs, targets, ...)`` batches, e.g. a ``DataLoader``, already on the model's device.
+        loss_fn: ``loss_fn(output, target) -> scalar`` giving the negative log-likelihood of one sample (it receives a
+            batch of one). Default: cross-entropy of logits, ``-log softmax(output)[target]``.
+        num_samples: N, the number of samples used (the first ``num_samples`` rows of ``batches``).
+        mode: ``"vmap"`` (per-sample gradients with ``torch.func``, chunked) or ``"loop"`` (batch size 1).
+        label: ``"empirical"`` uses the data's targets (empirical Fisher, as in FISH); ``"sampled"`` draws
+            :math:`y \sim p_\theta(\cdot \mid x)` from the model's softmax output (the true Fisher's Monte-Carlo
+            estimate) and passes it to ``loss_fn`` instead of the target.
+        chunk_size: samples per ``vmap`` call; peak extra memory is about ``chunk_size * #params`` values.
+        generator: random generator for ``label="sampled"`` (CPU), for reproducible draws.
+
+    Returns:
+        ``{parameter name: tensor of the parameter's shape}``: the Fisher summed over the samples (divide by N for
+        the mean), in the order of ``model.named_parameters()``.
+
+    Raises:
+        TypeError: if a batch is not ``(inputs, targets, ...)`` or ``loss_fn`` does not return a tensor.
+        ValueError: for ``num_samples``/``chunk_size`` < 1, a bad ``mode``/``label``, a model with no trainable
+            parameters, empty ``batches``, or a ``loss_fn`` returning more than one value per sample.
+        RuntimeError: if ``vmap`` cannot transform the model (the message suggests ``mode="loop"``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lightning_info.fisher import empirical_fisher
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> batches = [(torch.randn(16, 4), torch.randint(0, 3, (16,)))]
+        >>> fisher = empirical_fisher(model, batches, num_samples=16)
+        >>> {name: tuple(f.shape) for name, f in fisher.items()}
+        {'0.weight': (8, 4), '0.bias': (8,), '2.weight': (3, 8), '2.bias': (3,)}
+        >>> loop = empirical_fisher(model, batches, num_samples=16, mode="loop")
+        >>> all(torch.allclose(fisher[n], loop[n], atol=1e-6) for n in fisher)
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    num_samples = check_int("num_samples", num_samples, min_value=1)
+    chunk_size = check_int("chunk_size", chunk_size, min_value=1)
+    check_choice("mode", mode, ["vmap", "loop"])
+    check_choice("label", label, ["empirical", "sampled"])
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    loss = loss_fn or nll_from_logits
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError(f"model ({type(model).__name__}) has no trainable parameters (requires_grad=True)")
+    fisher = {name: torch.zeros_like(p, memory_format=torch.contiguous_format) for name, p in params.items()}
+
+    training = {module: module.training for module in model.modules()}
+    model.eval()
+    seen = 0
+    try:
+        for batch in batches:
+            inputs, targets = _split_batch(batch)
+            rows = min(_num_rows(inputs, targets), num_samples - seen)
+            for start in range(0, rows, chunk_size):
+                stop = min(start + chunk_size, rows)
+                x, y = _rows(inputs, start, stop), targets[start:stop]
+                if label == "sampled":
+                    y = _sample_labels(model, x, generator)
+                if mode == "vmap":
+                    _accumulate_vmap(model, params, loss, x, y, fisher)
+                else:
+                    _accumulate_loop(model, params, loss, x, y, fisher)
+            seen += rows
+            if seen >= num_samples:
+                break
+    finally:
+        for module, flag in training.items():
+            module.training = flag
+    if seen == 0:
+        raise ValueError("batches yielded no samples")
+    if seen < num_samples:
+        warnings.warn(f"empirical_fisher: asked for num_samples={num_samples}, the batches held {seen}", stacklevel=2)
+    return fisher
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+
+
+def _accumulate_vmap(
+    model: nn.Module, params: Mapping[str, Tensor], loss_fn: LossFn, x: Any, y: Tensor, fisher: dict[str, Tensor]
+) -> None:
+    detached = {name: p.detach() for name, p in params.items()}
+    rest: dict[str, Tensor] = {name: p for name, p in model.named_parameters() if name not in params}
+    rest.update(dict(model.named_buffers()))
+
+    def sample_loss(theta: dict[str, Tensor], xi: Any, yi: Tensor) -> Tensor:
+        one = tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, xi)
+        args = tuple(one) if isinstance(one, (tuple, list)) else (one,)
+        output = functional_call(model, (theta, rest), args)
+        return _scalar(loss_fn(output, yi.unsqueeze(0)))
+
+    try:
+        # the math attention kernel decomposes into ops with batching rules (the fused CPU kernels have none)
+        with sdpa_kernel([SDPBackend.MATH]):
+            per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(detached, x, y)
+    except RuntimeError as err:  # pragma: no cover - depends on the model's ops
+        raise RuntimeError(f"vmap could not compute per-sample gradients ({err}); use mode='loop'") from err
+    for name, g in per_sample.items():
+        fisher[name] += g.pow(2).sum(0)
+
+
+def _accumulate_loop(
+    model: nn.Module, params: Mapping[str, Tensor], loss_fn: LossFn, x: Any, y: Tensor, fisher: dict[str, Tensor]
+) -> None:
+    names, tensors = list(params), list(params.values())
+    for i in range(int(y.shape[0])):
+        value = _scalar(loss_fn(_call(model, _rows(x, i, i + 1)), y[i : i + 1]))
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        for name, g in zip(names, grads, strict=True):
+            if g is not None:
+                fisher[name] += g.pow(2)
+
+
+def fisher_importance(fisher: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    r"""Fisher pruning saliency :math:`s_j = \tfrac{1}{2} F_j \theta_j^2`.
+
+    The second-order (Optimal Brain Damage) estimate of the loss increase when :math:`\theta_j` is set to zero,
+    with the diagonal Fisher in place of the Hessian. Rank by it to prune; use ``fisher`` itself (importance of
+    moving a weight) for masks (:func:`topk_masks`) or as per-parameter weights in Fisher-weighted model merging.
+
+    Args:
+        fisher: ``{name: F}`` as returned by :func:`empirical_fisher`.
+        params: ``{name: tensor}``, e.g. ``dict(model.named_parameters())``; must hold every name of ``fisher``.
+
+    Returns:
+        ``{name: saliency}`` with the shapes of ``fisher``.
+
+    Raises:
+        ValueError: if a name of ``fisher`` is missing from ``params`` or shapes differ.
+
+    Example:
+        >>> import torch
+        >>> fisher_importance({"w": torch.tensor([1.0, 4.0])}, {"w": torch.tensor([2.0, 0.5])})
+        {'w': tensor([2.0000, 0.5000])}
+    """
+    out: dict[str, Tensor] = {}
+    for name, f in fisher.items():
+        if name not in params:
+            raise ValueError(f"params has no entry {name!r} (fisher names: {list(fisher)[:5]}...)")
+        theta = params[name].detach()
+        if theta.shape != f.shape:
+            raise ValueError(f"shape of params[{name!r}] {tuple(theta.shape)} != fisher shape {tuple(f.shape)}")
+        out[name] = 0.5 * f * theta.to(f.dtype).pow(2)
+    return out

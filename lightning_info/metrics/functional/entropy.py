@@ -1,0 +1,88 @@
+"""Shannon entropy of categorical distributions given as probabilities or logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_info._internal.validation import check_int, check_tensor
+from lightning_info.metrics.functional._utils import log_base, plogp_entropy, upcast
+
+__all__ = ["shannon_entropy"]
+
+_SUM_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 2e-2}
+
+
+def _check_probabilities(x: Tensor, dim: int, name: str = "x") -> None:
+    """Raise ``ValueError`` unless ``x`` holds probability vectors along ``dim`` (entries in [0, 1], sums 1)."""
+    if bool((x < 0).any()) or bool((x > 1).any()):
+        raise ValueError(f"{name} must hold probabilities in [0, 1] (pass from_logits=True for logits)")
+    atol = _SUM_TOLERANCE.get(x.dtype, 1e-3)
+    sums = x.sum(dim=dim, dtype=torch.float64)
+    if not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=atol)):
+        worst = float((sums - 1).abs().max())
+        raise ValueError(f"{name} must sum to 1 along dim, got a deviation of {worst:.3g} (from_logits=False)")
+
+
+def _check_dim(x: Tensor, dim: object) -> int:
+    dim = check_int("dim", dim)
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim must be in [{-x.ndim}, {x.ndim - 1}] for shape {tuple(x.shape)}, got {dim}")
+    return dim
+
+
+def shannon_entropy(x: Tensor, dim: int = -1, from_logits: bool = False, base: float | str = "e") -> Tensor:
+    r"""Shannon entropy :math:`H(p) = -\sum_k p_k \log p_k` of the distributions along ``dim`` (Shannon, 1948).
+
+    With ``from_logits=True`` the entropy is computed from :math:`\log p = \mathrm{log\_softmax}(x)` as
+    :math:`H = -\sum_k \mathrm{softmax}(x)_k \, \mathrm{log\_softmax}(x)_k`, which stays finite and exact for
+    very large logits (no ``log(softmax)`` underflow). Probabilities use :math:`0 \log 0 = 0`.
+
+    Args:
+        x: probabilities (entries in [0, 1], summing to 1 along ``dim``) or logits, any rank >= 1.
+            float16/bfloat16 inputs are computed in float32.
+        dim: the dimension holding the categories.
+        from_logits: whether ``x`` holds unnormalised logits.
+        base: ``"e"`` for nats, ``2`` for bits, or any positive number other than 1.
+
+    Returns:
+        The entropies, shape of ``x`` without ``dim``.
+
+    Raises:
+        TypeError: if ``x`` is not a floating-point tensor.
+        ValueError: if ``x`` is 0-dimensional, has NaN/Inf, ``dim`` is out of range, ``base`` is invalid, or
+            (probabilities) entries leave [0, 1] or do not sum to 1.
+
+    Example:
+        >>> import torch
+        >>> shannon_entropy(torch.tensor([[0.5, 0.5], [1.0, 0.0]]), base=2)
+        tensor([1., 0.])
+        >>> shannon_entropy(torch.tensor([1000.0, 0.0]), from_logits=True)
+        tensor(0.)
+    """
+    check_tensor("x", x, ndim=None)
+    if x.ndim == 0:
+        raise ValueError("x must have at least 1 dimension (the categories), got a 0-dimensional tensor")
+    dim = _check_dim(x, dim)
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be a bool, got {type(from_logits).__name__}")
+    scale = log_base(base)
+    if from_logits:
+        log_p = torch.log_softmax(upcast(x), dim=dim)
+        entropy = 0.0 - (log_p.exp() * log_p).sum(dim=dim)
+    else:
+        _check_probabilities(x, dim)
+        p = upcast(x)
+        entropy = plogp_entropy(p, dim=dim)
+    return entropy / scale
+
+
+def _shannon_entropy_update(x: Tensor, from_logits: bool, base: float | str) -> tuple[Tensor, Tensor]:
+    """Sum of the entropies of the distributions along the last dim of ``x`` and their number."""
+    entropy = shannon_entropy(x, dim=-1, from_logits=from_logits, base=base)
+    return entropy.sum(dtype=torch.float64), torch.tensor(entropy.numel(), dtype=torch.float64)
+
+
+def _mean_compute(total: Tensor, count: Tensor) -> Tensor:
+    """Mean from a running sum and count (NaN where the count is 0)."""
+    return total / count

@@ -1,0 +1,52 @@
+"""VendiScore: effective number of distinct samples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lightning_info.metrics._samples import SampleMetric
+from lightning_info.metrics.functional._utils import check_order
+from lightning_info.metrics.functional.vendi import vendi_score
+
+
+class VendiScore(SampleMetric):
+    r"""Vendi Score (Friedman & Dieng 2023) of all samples seen: :math:`\exp H_q(\lambda(K/N))`, cosine kernel.
+
+    See :func:`~lightning_info.metrics.functional.vendi_score`. Rows are stored (``"cat"`` state, at most
+    ``max_samples`` per process); the score is computed on all of them through the d x d dual when ``d < N``.
+
+    Args:
+        q: order in ``(0, inf]``.
+        normalize: L2-normalise the rows (cosine kernel); ``False`` requires unit-norm rows.
+        max_samples: cap on the rows kept per process (``None``: all).
+        kwargs: forwarded to :class:`torchmetrics.Metric`.
+
+    Raises:
+        ValueError: on a bad ``q`` or ``max_samples``; ``update``/``compute`` raise like the functional.
+
+    Example:
+        >>> import torch
+        >>> metric = VendiScore()
+        >>> metric.update(torch.eye(3))
+        >>> metric.update(torch.eye(3))  # duplicates add no diversity
+        >>> round(float(metric.compute()), 4)
+        3.0
+    """
+
+    higher_is_better = True
+
+    def __init__(self, q: float = 1.0, normalize: bool = True, max_samples: int | None = None, **kwargs: Any) -> None:
+        super().__init__(max_samples=max_samples, **kwargs)
+        self.q = check_order("q", q)
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        self.normalize = normalize
+
+    def update(self, x: Tensor) -> None:
+        """Add a batch of ``(N, d)`` features."""
+        self._store(x)
+
+    def compute(self) -> Tensor:
+        return vendi_score(self._gathered(), q=self.q, normalize=self.normalize)

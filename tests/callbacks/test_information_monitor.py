@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from lightning_info.callbacks import InformationMonitor
+from lightning_info.callbacks.information_monitor import INFORMATION_METRICS, register_information_metric
+from lightning_info.metrics.functional import diffusion_spectral_mutual_information, matrix_entropy, vendi_score
+from tests.helpers.lightning import run_ddp, trainer_kwargs
+from tests.helpers.models import MLPClassifier, TinyTransformer, classification_data, loader
+from tests.helpers.wandb_reader import series
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _fit(model, callbacks, tmp_path: Path, data=None, **kw) -> Trainer:
+    trainer = Trainer(callbacks=callbacks, **trainer_kwargs(tmp_path, **kw))
+    trainer.fit(model, loader(data or classification_data(n=96)), loader(classification_data(n=32, seed=1)))
+    return trainer
+
+
+def test_logs_every_n_steps_to_wandb_with_values_of_the_captured_batch(tmp_path: Path, wandb_offline) -> None:
+    logger = wandb_offline()
+    model = MLPClassifier(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.0))  # frozen: values recomputable
+    monitor = InformationMonitor(["net.2", "net.4"], ["matrix_entropy", "vendi", "dsmi"], every_n_steps=3)
+    _fit(model, [monitor], tmp_path, logger=logger, max_steps=8, limit_val_batches=0)
+    rows = wandb_offline.history()
+    steps = [s for s, _ in series(rows, "info/net.2/matrix_entropy")]
+    assert steps == [0, 3, 6]
+    # step 3 saw batch 3 (16 rows, the loader has 6 batches): recompute with the metric functions
+    x, y = loader(classification_data(n=96)).dataset[48:64]
+    with torch.no_grad():
+        hidden = model.net[:3](x)
+    expected = {
+        "info/net.2/matrix_entropy": float(matrix_entropy(hidden)),
+        "info/net.2/vendi": float(vendi_score(hidden)),
+        "info/net.2/dsmi": float(diffusion_spectral_mutual_information(hidden, y)),
+        "info/net.4/vendi": float(vendi_score(model.net(x))),
+    }
+    for key, value in expected.items():
+        assert dict(series(rows, key))[3] == pytest.approx(value, rel=1e-5), key
+    assert monitor.last_logged_step == 6
+
+
+def test_transformer_validation_stage_and_figures(tmp_path: Path, wandb_offline) -> None:
+    logger = wandb_offline()
+    data = classification_data(n=64, shape=(4, 2))
+    model = TinyTransformer(in_dim=2)
+    monitor = InformationMonitor(
+        ["encoder.layers.?"], ["dse"], stage="validation", max_samples=20, info_plane=True, num_classes=3, mi_steps=2
+    )
+    head = InformationMonitor(["head"], ["prediction_entropy"], every_n_steps=2)
+    trainer = Trainer(callbacks=[monitor, head], **trainer_kwargs(tmp_path, logger=logger, max_epochs=2, max_steps=-1))
+    trainer.fit(model, loader(data), loader(classification_data(n=48, shape=(4, 2), seed=1)))
+    rows = wandb_offline.history()
+    assert [s for s, _ in series(rows, "info/encoder.layers.1/dse")] == [4, 8], rows  # one per validation run
+    assert [s for s, _ in series(rows, "info/head/prediction_entropy")] == [0, 2, 4, 6]
+    keys = {k for row in rows for k in row}
+    assert {"info/heatmap/_type", "info/encoder.layers.0/mi_xt", "info/encoder.layers.1/mi_ty"} <= keys
+    assert any(k.startswith("info/plane") for k in keys), keys
+    assert [p[0] for p in monitor.plane["encoder.layers.1"]] == [4.0, 8.0]  # validation ran in inference mode
+    assert monitor.capture is None and not any(m._forward_hooks for m in model.modules())
+
+
+def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
+    data = classification_data(n=64)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    monitor = InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3)
+    _fit(MLPClassifier(), [monitor, checkpoint], tmp_path, data, enable_checkpointing=True, max_steps=4)
+    state = monitor.state_dict()
+    assert state["last_logged_step"] == 2 and len(state["plane"]["net.2"]) == 2
+    ckpt = torch.load(tmp_path / "ckpt" / "epoch=0-step=4.ckpt", weights_only=True)  # plain types only
+    assert monitor.state_key in ckpt["callbacks"]
+
+    resumed = InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3)
+    logger = CSVLogger(tmp_path, name="resume")
+    trainer = Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path, max_steps=8, logger=logger))
+    trainer.fit(MLPClassifier(), loader(data), ckpt_path=tmp_path / "ckpt" / "epoch=0-step=4.ckpt")
+    assert resumed.last_logged_step == 6
+    assert [p[0] for p in resumed.plane["net.2"]] == [0.0, 2.0, 4.0, 6.0]  # trajectory continues
+    saved = state["estimators"]["net_2/mi_xt"]["weights"]
+    assert not torch.equal(resumed.estimators["net_2/mi_xt"].g[0].weight, saved["g.0.weight"])  # trained on
+    logger.save()
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        logged = [int(r["step"]) for r in csv.DictReader(f) if r.get("info/net.2/mi_xt")]
+    assert logged == [4, 6]
+
+
+def test_info_plane_never_touches_model_gradients(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    a, b = MLPClassifier(), MLPClassifier()
+    b.load_state_dict(a.state_dict())
+    monitor = InformationMonitor(["net.2"], [], every_n_steps=1, info_plane=True, num_classes=3, mi_steps=3)
+    _fit(a, [monitor], tmp_path, max_steps=3, limit_val_batches=0)
+    torch.manual_seed(0)
+    _fit(b, [], tmp_path, max_steps=3, limit_val_batches=0)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert set(monitor.latest) == {"info/net.2/mi_xt", "info/net.2/mi_ty"}
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"metrics must be one of .* got 'entropyy'"):
+        InformationMonitor(["net.0"], ["entropyy"])
+    with pytest.raises(ValueError, match="every_n_steps must be >= 1, got 0"):
+        InformationMonitor(["net.0"], every_n_steps=0)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        InformationMonitor(["net.0"], stage="test")
+    with pytest.raises(ValueError, match="need the batch targets, but targets=False"):
+        InformationMonitor(["net.0"], ["dsmi"], targets=False)
+    with pytest.raises(ValueError, match="info_plane=True needs num_classes"):
+        InformationMonitor(["net.0"], info_plane=True)
+    with pytest.raises(ValueError, match="layers must be a non-empty list"):
+        InformationMonitor("net.0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"no submodule of MLPClassifier matches 'net.9'"):
+        _fit(MLPClassifier(), [InformationMonitor(["net.9"])], tmp_path)
+
+
+def test_registry_adds_metrics(tmp_path: Path) -> None:
+    register_information_metric("row_count", lambda z, y: torch.tensor(float(z.shape[0] + y.max())), needs_targets=True)
+    try:
+        monitor = InformationMonitor(["net.0"], ["row_count"], every_n_steps=2)
+        _fit(MLPClassifier(), [monitor], tmp_path, max_steps=1, limit_val_batches=0)
+        assert monitor.latest == {"info/net.0/row_count": 16.0 + 2.0}
+    finally:
+        del INFORMATION_METRICS["row_count"]
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_two_processes(tmp_path: Path) -> None:
+    run_ddp(
+        tmp_path,
+        """
+        import json, torch
+        from lightning.pytorch import Trainer
+        from lightning.pytorch.loggers import CSVLogger
+        from lightning_info.callbacks import InformationMonitor
+        from tests.helpers.lightning import trainer_kwargs
+        from tests.helpers.models import MLPClassifier, classification_data, loader
+
+        torch.manual_seed(0)
+        monitor = InformationMonitor(["net.2"], ["matrix_entropy", "dsmi"], every_n_steps=2)
+        trainer = Trainer(callbacks=[monitor], **trainer_kwargs(OUT, devices=2, strategy="ddp", max_steps=5,
+                                                                logger=CSVLogger(OUT, name="ddp")))
+        trainer.fit(MLPClassifier(), loader(classification_data()))
+        (OUT / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+            {"latest": monitor.latest, "last": monitor.last_logged_step}))
+        """,
+    )
+    import json
+
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0["last"] == 4 and set(rank0["latest"]) == {"info/net.2/matrix_entropy", "info/net.2/dsmi"}
+    assert rank1 == {"latest": {}, "last": -1}  # only rank 0 computes
+    (metrics,) = list(tmp_path.glob("ddp/*/metrics.csv"))
+    with open(metrics) as f:
+        assert [int(r["step"]) for r in csv.DictReader(f) if r.get("info/net.2/dsmi")] == [0, 2, 4]

@@ -1,0 +1,45 @@
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.lightning import REPO_ROOT
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("example_cs_ib", REPO_ROOT / "examples" / "cs_ib_regression.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_example_fast_runs(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    results = _load().main(["--fast", "--out", str(tmp_path)])
+    assert set(results) == {"MSE", "CS-IB beta=0.01"}
+    assert all(len(r["rmse"]) == 1 for r in results.values())
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert "| CS-IB beta=0.01 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_example_lightning_cli_config(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "examples" / "cs_ib_regression.py"),
+        "fit",
+        "--config",
+        str(REPO_ROOT / "examples" / "configs" / "cs_ib_regression.yaml"),
+        "--trainer.max_epochs=1",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.rglob("metrics.csv"))

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_info.fisher import empirical_fisher, fisher_importance, topk_masks
+from tests.helpers.models import TinyCNN, TinyTransformer, classification_data, loader
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def _data(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _reference_float64(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Hand-written backprop of -log softmax(W2 tanh(W1 x + b1) + b2)[y], one sample at a time, in float64."""
+    W1, b1 = model[0].weight.double(), model[0].bias.double()
+    W2, b2 = model[2].weight.double(), model[2].bias.double()
+    out = {k: torch.zeros_like(v) for k, v in {"0.weight": W1, "0.bias": b1, "2.weight": W2, "2.bias": b2}.items()}
+    for xi, yi in zip(x.double(), y, strict=True):
+        h = torch.tanh(W1 @ xi + b1)
+        p = torch.softmax(W2 @ h + b2, dim=0)
+        d_logits = p - torch.nn.functional.one_hot(yi, 3).double()
+        d_pre = (W2.T @ d_logits) * (1 - h**2)
+        out["2.weight"] += torch.outer(d_logits, h) ** 2
+        out["2.bias"] += d_logits**2
+        out["0.weight"] += torch.outer(d_pre, xi) ** 2
+        out["0.bias"] += d_pre**2
+    return out
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_matches_float64_reference(mode: str) -> None:
+    model = _mlp()
+    x, y = _data()
+    # uneven batches and chunks: 24 samples as 10 + 14, chunks of 4, only the first 20 used
+    batches = [(x[:10], y[:10]), (x[10:], y[10:])]
+    fisher = empirical_fisher(model, batches, num_samples=20, mode=mode, chunk_size=4)
+    reference = _reference_float64(model, x[:20], y[:20])
+    assert list(fisher) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for name, ref in reference.items():
+        torch.testing.assert_close(fisher[name].double(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_is_not_the_squared_mean_gradient() -> None:
+    model = _mlp()
+    x, y = _data()
+    fisher = empirical_fisher(model, [(x, y)], num_samples=24)
+    loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    # per-sample sum of squares >= square of the sum (Cauchy-Schwarz), strictly here, by a large factor
+    for (name, f), g in zip(fisher.items(), grads, strict=True):
+        assert bool((f >= g.pow(2) / 24 - 1e-6).all())
+        assert f.sum() > 3 * (g.pow(2) / 24).sum(), name
+        assert not torch.allclose(f, g.pow(2), rtol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [(TinyTransformer(in_dim=2), (4, 2)), (TinyCNN(), (1, 8, 8))],
+    ids=["transformer", "cnn_batchnorm"],
+)
+def test_vmap_equals_loop_on_transformer_and_batchnorm(model: nn.Module, shape: tuple[int, ...]) -> None:
+    data = classification_data(20, in_dim=8 if len(shape) == 2 else 64, shape=shape)
+    model.train()
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = empirical_fisher(model, loader(data, 8), num_samples=20, chunk_size=6)
+    slow = empirical_fisher(model, loader(data, 8), num_samples=20, mode="loop")
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-4, atol=1e-7)
+    assert all(m.training for m in model.modules())  # train flags restored
+    for key, value in model.state_dict().items():  # BatchNorm running stats untouched
+        torch.testing.assert_close(value, buffers[key], rtol=0, atol=0)
+
+
+def test_sampled_labels_same_in_both_modes_and_differ_from_empirical() -> None:
+    model = _mlp()
+    x, y = _data()
+    a = empirical_fisher(model, [(x, y)], label="sampled", num_samples=24, generator=torch.Generator().manual_seed(3))
+    b = empirical_fisher(
+        model, [(x, y)], label="sampled", mode="loop", num_samples=24, generator=torch.Generator().manual_seed(3)
+    )
+    e = empirical_fisher(model, [(x, y)], num_samples=24)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(a["2.bias"], e["2.bias"])
+
+
+def test_frozen_parameters_are_skipped_and_tuple_inputs() -> None:
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 3), nn.Linear(5, 3)
+
+        def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return self.a(u) + self.b(v)
+
+    model = TwoInputs()
+    model.b.requires_grad_(False)
+    x, y = _data(8)
+    fast = empirical_fisher(model, [((x, x.flip(0)), y)], num_samples=8, chunk_size=3)
+    slow = empirical_fisher(model, [((x, x.flip(0)), y)], num_samples=8, mode="loop")
+    assert list(fast) == ["a.weight", "a.bias"]
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name])
+
+
+def test_bad_inputs() -> None:
+    model = _mlp()
+    batches = [_data(4)]
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+        empirical_fisher(model, batches, num_samples=0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        empirical_fisher(model, batches, mode="jit")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one scalar per sample"):
+        empirical_fisher(model, batches, loss_fn=lambda out, y: out.sum(0))
+    with pytest.raises(ValueError, match="one scalar per sample"):
+        empirical_fisher(model, batches, loss_fn=lambda out, y: out.sum(0), mode="loop")
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        empirical_fisher(_mlp().requires_grad_(False), batches)
+    with pytest.raises(TypeError, match="each batch must be a tuple"):
+        empirical_fisher(model, [torch.randn(4, 5)])
+    with pytest.raises(ValueError, match="yielded no samples"):
+        empirical_fisher(model, [])
+    with pytest.warns(UserWarning, match="asked for num_samples=10, the batches held 4"):
+        empirical_fisher(model, batches, num_samples=10)
+
+
+def test_fisher_importance() -> None:
+    fisher = {"w": torch.tensor([1.0, 4.0, 2.0])}
+    out = fisher_importance(fisher, {"w": torch.tensor([2.0, 0.5, -1.0])})
+    torch.testing.assert_close(out["w"], torch.tensor([2.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="params has no entry 'w'"):
+        fisher_importance(fisher, {})
+
+
+# ---------------------------------------------------------------- top-k masks
+
+
+def test_topk_exact_k_global_and_ties() -> None:
+    fisher = {"a": torch.tensor([[5.0, 1.0], [1.0, 1.0]]), "b": torch.tensor([1.0, 9.0, 1.0, 0.0])}
+    masks = topk_masks(fisher, 0.375)  # k = floor(0.375 * 8) = 3: 9, 5 and the FIRST tied 1.0 (a[0, 1])
+    assert masks["a"].tolist() == [[True, True], [False, False]]
+    assert masks["b"].tolist() == [False, True, False, False]
+    # global, not per layer: all kept entries can come from one tensor
+    masks = topk_masks({"small": torch.zeros(10), "big": torch.arange(10.0) + 1}, 0.25)
+    assert int(masks["small"].sum()) == 0 and masks["big"].tolist() == [False] * 5 + [True] * 5
+    # all ties: exactly k, the first k in order
+    masks = topk_masks({"x": torch.ones(7), "y": torch.ones(5)}, 0.5)
+    assert masks["x"].tolist() == [True] * 6 + [False] and int(masks["y"].sum()) == 0
+    # random scores with many duplicates: always exactly k, deterministic
+    g = torch.Generator().manual_seed(0)
+    fisher = {f"p{i}": torch.randint(0, 4, (13, 7), generator=g).float() for i in range(5)}
+    for ratio in (0.001, 0.05, 0.3, 0.999, 1.0):
+        first, second = topk_masks(fisher, ratio), topk_masks(fisher, ratio)
+        assert sum(int(m.sum()) for m in first.values()) == max(1, int(ratio * 5 * 91))
+        assert all(torch.equal(first[n], second[n]) for n in fisher)
+
+
+def test_threshold_property_against_sorting() -> None:
+    g = torch.Generator().manual_seed(1)
+    fisher = {"a": torch.rand(50, generator=g), "b": torch.rand(3, 20, generator=g)}
+    masks = topk_masks(fisher, 0.1)
+    kept = torch.cat([fisher[n][masks[n]] for n in fisher])
+    dropped = torch.cat([fisher[n][~masks[n]] for n in fisher])
+    assert kept.numel() == 11 and kept.min() > dropped.max()
+    torch.testing.assert_close(
+        kept.sort().values, torch.cat([f.reshape(-1) for f in fisher.values()]).sort().values[-11:]
+    )
+
+
+def test_always_train_include_exclude() -> None:
+    fisher = {
+        "encoder.0.weight": torch.arange(12.0).reshape(3, 4),
+        "encoder.0.bias": torch.tensor([100.0, 0.0, 0.0]),
+        "head.weight": torch.zeros(2, 3),
+        "head.bias": torch.zeros(2),
+    }  # 23 entries
+    masks = topk_masks(fisher, 0.5, always_train=["head"])  # k = 11: 8 head entries + top 3 of the rest
+    assert masks["head.weight"].all() and masks["head.bias"].all()
+    assert masks["encoder.0.bias"].tolist() == [True, False, False]
+    assert masks["encoder.0.weight"].reshape(-1).tolist() == [False] * 10 + [True] * 2
+    masks = topk_masks(fisher, 0.2, exclude=["*.bias"])  # k = 4 from the weights only
+    assert not masks["encoder.0.bias"].any() and masks["encoder.0.weight"].reshape(-1)[-4:].all()
+    masks = topk_masks(fisher, 0.1, include=["encoder.0.b*"])  # k = 2 from the bias only
+    assert masks["encoder.0.bias"].tolist() == [True, True, False] and not masks["encoder.0.weight"].any()
+    with pytest.raises(ValueError, match="always_train selects 8 entries, more than the budget k=2"):
+        topk_masks(fisher, 0.1, always_train=["head"])
+    with pytest.raises(ValueError, match="leave only 3; lower keep_ratio"):
+        topk_masks(fisher, 0.5, include=["encoder.0.bias"])
+    with pytest.raises(ValueError, match=r"exclude pattern 'haed' matches no parameter; closest parameter names"):
+        topk_masks(fisher, 0.5, exclude=["haed"])
+    with pytest.raises(TypeError, match="include must be a list"):
+        topk_masks(fisher, 0.5, include="head")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5, float("nan")])
+def test_topk_bad_keep_ratio(ratio: float) -> None:
+    with pytest.raises(ValueError, match="keep_ratio must"):
+        topk_masks({"a": torch.ones(3)}, ratio)
+
+
+def test_topk_bad_scores() -> None:
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        topk_masks({}, 0.5)
+    with pytest.raises(ValueError, match=r"fisher\['a'\] contains NaN"):
+        topk_masks({"a": torch.tensor([1.0, float("nan")])}, 0.5)
+    with pytest.raises(TypeError, match="floating-point tensor"):
+        topk_masks({"a": torch.ones(3, dtype=torch.long)}, 0.5)

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lightning_info.callbacks import FisherMask
+from lightning_info.fisher import empirical_fisher, topk_masks
+from tests.helpers.lightning import run_ddp, trainer_kwargs
+from tests.helpers.models import MLPClassifier, classification_data, loader
+from tests.helpers.wandb_reader import read_history
+
+
+def _adamw(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=0.05, weight_decay=0.1)
+
+
+def _masks(model: MLPClassifier) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("fisher_mask."): v.clone() for k, v in model.state_dict().items() if "fisher_mask" in k}
+
+
+def test_fit_keeps_masked_entries_bit_identical(tmp_path: Path, wandb_offline: Any) -> None:
+    model = MLPClassifier(optimizer_factory=_adamw)
+    data = loader(classification_data(64), batch_size=16)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    expected = topk_masks(empirical_fisher(model, data, num_samples=32), 0.1, always_train=["net.4.bias"])
+    callback = FisherMask(keep_ratio=0.1, num_samples=32, always_train=["net.4.bias"])
+    kwargs = trainer_kwargs(
+        tmp_path,
+        max_steps=6,
+        precision="bf16-mixed",
+        gradient_clip_val=0.5,
+        accumulate_grad_batches=2,
+        logger=wandb_offline(),
+        log_every_n_steps=1,
+    )
+    Trainer(callbacks=[callback], **kwargs).fit(model, data)
+    masks = _masks(model)
+    assert list(masks) == [n.replace(".", "__") for n in before]
+    total = sum(p.numel() for p in before.values())
+    assert sum(int(m.sum()) for m in masks.values()) == int(0.1 * total)
+    for name, param in model.named_parameters():
+        mask = masks[name.replace(".", "__")]
+        assert torch.equal(mask, expected[name])
+        assert torch.equal(param[~mask], before[name][~mask]), name  # bit-identical despite weight decay
+        if mask.any():
+            assert bool((param[mask] != before[name][mask]).all()), name  # every kept entry moved
+    assert masks["net__4__bias"].all()
+    rows = wandb_offline.history()
+    for _ in range(100):  # the wandb service may still be writing the offline file after finish() returns
+        if any("fisher/kept_frac" in row for row in rows):
+            break
+        time.sleep(0.1)
+        rows = read_history(tmp_path / "wandb")
+    logged = {k: v for row in rows for k, v in row.items()}
+    assert logged["fisher/kept_frac"] == pytest.approx(int(0.1 * total) / total)
+    assert logged["fisher/kept_frac/net.4.bias"] == 1.0
+    assert logged["fisher/num_kept"] == int(0.1 * total)
+    assert logged["fisher/histogram/_type"] == "histogram"
+
+
+def test_sgd_momentum_and_full_freeze_of_tensors(tmp_path: Path) -> None:
+    # keep only the head: the other tensors get grad=None (no optimizer state) and are still restored exactly
+    model = MLPClassifier(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.5))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    head = sum(p.numel() for n, p in model.named_parameters() if n.startswith("net.4"))
+    ratio = head / sum(p.numel() for p in model.parameters()) + 1e-9
+    trainer = Trainer(callbacks=[FisherMask(ratio, num_samples=16, include=["net.4"])], **trainer_kwargs(tmp_path))
+    trainer.fit(model, loader(classification_data()))
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]) != name.startswith("net.4"), name
+    state = trainer.optimizers[0].state
+    assert {id(p) for p in state} == {id(model.net[4].weight), id(model.net[4].bias)}
+
+
+def test_resume_reuses_masks_without_recomputing(tmp_path: Path) -> None:
+    data = loader(classification_data(64), batch_size=16)
+    model = MLPClassifier(optimizer_factory=_adamw)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = FisherMask(keep_ratio=0.2, num_samples=32)
+    Trainer(callbacks=[first, checkpoint], **trainer_kwargs(tmp_path, max_steps=2, enable_checkpointing=True)).fit(
+        model, data
+    )
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert first.num_computations == 1
+    torch.manual_seed(123)
+    fresh = MLPClassifier(optimizer_factory=_adamw)  # different init: recomputing would give other masks
+    second = FisherMask(keep_ratio=0.2, num_samples=32)
+    trainer = Trainer(callbacks=[second], **trainer_kwargs(tmp_path, max_steps=5))
+    trainer.fit(fresh, data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert second.num_computations == 0 and trainer.global_step == 5
+    masks = _masks(fresh)
+    for name, param in fresh.named_parameters():
+        mask = masks[name.replace(".", "__")]
+        assert torch.equal(mask, saved["state_dict"][f"fisher_mask.{name.replace('.', '__')}"])
+        assert torch.equal(param[~mask], saved["state_dict"][name][~mask])
+
+
+def test_recompute_every_n_epochs(tmp_path: Path) -> None:
+    model = MLPClassifier(optimizer_factory=_adamw)
+    callback = FisherMask(keep_ratio=0.2, num_samples=16, recompute_every_n_epochs=1)
+    trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=-1, max_epochs=3))
+    trainer.fit(model, loader(classification_data(32)))
+    assert callback.num_computations == 3 and callback.computed_at_epoch == 2
+    assert callback.state_dict() == {"computed_at_epoch": 2, "keep_ratio": 0.2}
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"keep_ratio must be in \(0, 1\], got 1.5"):
+        FisherMask(keep_ratio=1.5)
+    with pytest.raises(ValueError, match=r"keep_ratio must be in \(0, 1\], got 0"):
+        FisherMask(keep_ratio=0)
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+        FisherMask(num_samples=0)
+    with pytest.raises(ValueError, match="recompute_every_n_epochs must be >= 1"):
+        FisherMask(recompute_every_n_epochs=0)
+    with pytest.raises(ValueError, match="stage_dataloader must be one of"):
+        FisherMask(stage_dataloader="val")
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        FisherMask(loss_fn=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="always_train must be a list"):
+        FisherMask(always_train="head")  # type: ignore[arg-type]
+    frozen = MLPClassifier()
+    frozen.net.requires_grad_(False)
+    with pytest.raises(ValueError, match="has no trainable parameters"):
+        Trainer(callbacks=[FisherMask()], **trainer_kwargs(tmp_path)).fit(frozen, loader(classification_data()))
+    bad_loss = FisherMask(num_samples=8, loss_fn=lambda out, y: out.sum(0))
+    with pytest.raises(ValueError, match="one scalar per sample"):
+        Trainer(callbacks=[bad_loss], **trainer_kwargs(tmp_path)).fit(MLPClassifier(), loader(classification_data()))
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_identical_masks(tmp_path: Path) -> None:
+    run_ddp(
+        tmp_path,
+        """
+        import torch
+        from lightning.pytorch import Trainer
+        from lightning_info.callbacks import FisherMask
+        from tests.helpers.lightning import trainer_kwargs
+        from tests.helpers.models import MLPClassifier, classification_data, loader
+
+        torch.manual_seed(0)
+        model = MLPClassifier(optimizer_factory=lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1))
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        callback = FisherMask(keep_ratio=0.1, num_samples=32)
+        trainer = Trainer(callbacks=[callback], **trainer_kwargs(OUT, devices=2, strategy="ddp", max_steps=3))
+        trainer.fit(model, loader(classification_data(64), batch_size=8))
+        masks = {k: v for k, v in model.state_dict().items() if k.startswith("fisher_mask.")}
+        unchanged = all(torch.equal(p[~masks["fisher_mask." + n.replace(".", "__")]],
+                                    before[n][~masks["fisher_mask." + n.replace(".", "__")]])
+                        for n, p in model.named_parameters())
+        torch.save({"masks": masks, "unchanged": unchanged, "w": model.net[0].weight.detach()},
+                   OUT / f"rank{trainer.global_rank}.pt")
+        """,
+    )
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0["unchanged"] and r1["unchanged"]
+    assert r0["masks"].keys() == r1["masks"].keys() and len(r0["masks"]) == 6
+    for key in r0["masks"]:
+        assert torch.equal(r0["masks"][key], r1["masks"][key])
+    assert torch.equal(r0["w"], r1["w"])

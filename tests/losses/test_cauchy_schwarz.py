@@ -1,0 +1,282 @@
+"""Cauchy–Schwarz divergence, CS-QMI and conditional CS divergence against float64 loops, properties, stability."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from lightning_info.losses.functional import (
+    cs_conditional_divergence,
+    cs_divergence,
+    cs_qmi,
+    median_width,
+    silverman_width,
+)
+
+# ---------------------------------------------------------------- independent float64 references (explicit loops)
+
+
+def _rows(t: Tensor) -> list[list[float]]:
+    t = t.double()
+    if t.ndim == 1:
+        return [[float(v)] for v in t]
+    return [[float(v) for v in row.reshape(-1)] for row in t]
+
+
+def _k(u: list[float], v: list[float], s: float) -> float:
+    return math.exp(-sum((a - b) ** 2 for a, b in zip(u, v, strict=True)) / (2 * s * s))
+
+
+def ref_divergence(a: Tensor, b: Tensor, s: float) -> float:
+    A, B = _rows(a), _rows(b)
+    m, n = len(A), len(B)
+    saa = sum(_k(u, v, s) for u in A for v in A) / m**2
+    sbb = sum(_k(u, v, s) for u in B for v in B) / n**2
+    sab = sum(_k(u, v, s) for u in A for v in B) / (m * n)
+    return math.log(saa) + math.log(sbb) - 2 * math.log(sab)
+
+
+def ref_qmi(x: Tensor, z: Tensor, sx: float, sz: float) -> float:
+    X, Z = _rows(x), _rows(z)
+    N = len(X)
+    K = [[_k(X[i], X[j], sx) for j in range(N)] for i in range(N)]
+    L = [[_k(Z[i], Z[j], sz) for j in range(N)] for i in range(N)]
+    joint = sum(K[i][j] * L[i][j] for i in range(N) for j in range(N)) / N**2
+    marg = sum(map(sum, K)) * sum(map(sum, L)) / N**4
+    cross = sum(sum(K[i]) * sum(L[i]) for i in range(N)) / N**3
+    return math.log(joint) + math.log(marg) - 2 * math.log(cross)
+
+
+def ref_conditional(x: Tensor, y: Tensor, p: Tensor, sx: float, sy: float, official: bool = False) -> float:
+    X, Y, P = _rows(x), _rows(y), _rows(p)
+    N = len(X)
+    total = [0.0, 0.0, 0.0]
+    for j in range(N):
+        kj = [_k(X[j], X[i], sx) for i in range(N)]
+        norm = sum(v * v for v in kj) if official else sum(kj) ** 2
+        total[0] += sum(kj[i] * _k(Y[j], Y[i], sy) for i in range(N)) / norm
+        total[1] += sum(kj[i] * _k(P[j], P[i], sy) for i in range(N)) / norm
+        total[2] += sum(kj[i] * _k(P[j], Y[i], sy) for i in range(N)) / norm
+    return math.log(total[0]) + math.log(total[1]) - 2 * math.log(total[2])
+
+
+def ref_median(x: Tensor) -> float:
+    X = _rows(x)
+    d = sorted(
+        math.sqrt(sum((a - b) ** 2 for a, b in zip(X[i], X[j], strict=True)))
+        for i in range(len(X))
+        for j in range(i + 1, len(X))
+    )
+    return d[(len(d) - 1) // 2]  # lower median
+
+
+# ---------------------------------------------------------------- agreement with the references
+
+
+@pytest.mark.parametrize(("m", "n", "d", "sigma"), [(5, 7, None, 0.7), (6, 4, 3, 1.3), (9, 9, 2, 2.0), (3, 8, 1, 0.5)])
+def test_cs_divergence_matches_loops(m: int, n: int, d: int | None, sigma: float) -> None:
+    g = torch.Generator().manual_seed(m * 10 + n)
+    shape_a, shape_b = ((m,), (n,)) if d is None else ((m, d), (n, d))
+    a = torch.randn(shape_a, generator=g, dtype=torch.float64)
+    b = torch.randn(shape_b, generator=g, dtype=torch.float64) * 1.5 + 0.3
+    assert cs_divergence(a, b, sigma).item() == pytest.approx(ref_divergence(a, b, sigma), rel=1e-10, abs=1e-12)
+
+
+def test_cs_divergence_median_width_uses_pooled_samples() -> None:
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    s = ref_median(torch.cat([a, b]))
+    assert cs_divergence(a, b, "median").item() == pytest.approx(ref_divergence(a, b, s), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("n", "dx", "dz", "sx", "sz"), [(6, None, None, 1.0, 0.5), (8, 3, 2, 1.5, 0.8), (5, 4, 1, 2.0, 2.0)]
+)
+def test_cs_qmi_matches_loops(n: int, dx: int | None, dz: int | None, sx: float, sz: float) -> None:
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn((n,) if dx is None else (n, dx), generator=g, dtype=torch.float64)
+    z = torch.randn((n,) if dz is None else (n, dz), generator=g, dtype=torch.float64) + x.reshape(n, -1)[:, :1]
+    assert cs_qmi(x, z, sx, sz).item() == pytest.approx(ref_qmi(x, z, sx, sz), rel=1e-10, abs=1e-12)
+
+
+def test_cs_qmi_flattens_extra_dims_and_median() -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 2, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    expected = ref_qmi(x.reshape(7, -1), z, ref_median(x.reshape(7, -1)), ref_median(z))
+    assert cs_qmi(x, z, "median", "median").item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("official", [False, True])
+@pytest.mark.parametrize(
+    ("n", "dx", "k", "sx", "sy"), [(6, 3, None, 1.0, 0.7), (9, 2, 2, 0.8, 1.2), (5, None, 1, 2.0, 0.5)]
+)
+def test_conditional_matches_loops(n: int, dx: int | None, k: int | None, sx: float, sy: float, official: bool) -> None:
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn((n,) if dx is None else (n, dx), generator=g, dtype=torch.float64)
+    y = torch.randn((n,) if k is None else (n, k), generator=g, dtype=torch.float64)
+    p = y + 0.5 * torch.randn(y.shape, generator=g, dtype=torch.float64)
+    estimator = "official" if official else "proposition"
+    got = cs_conditional_divergence(x, y, p, sx, sy, estimator=estimator).item()
+    assert got == pytest.approx(ref_conditional(x, y, p, sx, sy, official), rel=1e-10, abs=1e-12)
+
+
+def test_width_helpers_match_references() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(11, 3, generator=g, dtype=torch.float64)
+    assert median_width(x).item() == pytest.approx(ref_median(x), rel=1e-12)
+    X = _rows(x)
+    var = [sum((r[c] - sum(q[c] for q in X) / 11) ** 2 for r in X) / 10 for c in range(3)]
+    expected = math.sqrt(sum(var) / 3) * (4 / (5 * 11)) ** (1 / 7)
+    assert silverman_width(x).item() == pytest.approx(expected, rel=1e-12)
+    assert median_width(torch.ones(5)).item() == pytest.approx(1e-6)  # all equal: floor, not zero
+
+
+# ---------------------------------------------------------------- properties
+
+
+def test_divergence_properties() -> None:
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(30, 3, generator=g, dtype=torch.float64) + 0.5
+    assert cs_divergence(a, a, 1.0).item() == pytest.approx(0.0, abs=1e-12)
+    assert cs_divergence(a, b, 1.0) > 0
+    assert cs_divergence(a, b, 1.0).item() == pytest.approx(cs_divergence(b, a, 1.0).item(), rel=1e-12)
+    shift = torch.tensor([100.0, -3.0, 7.0], dtype=torch.float64)
+    assert cs_divergence(a + shift, b + shift, 1.0).item() == pytest.approx(cs_divergence(a, b, 1.0).item(), rel=1e-9)
+    # further apart -> larger
+    assert cs_divergence(a, b + 2.0, 1.0) > cs_divergence(a, b, 1.0)
+
+
+def test_qmi_properties() -> None:
+    g = torch.Generator().manual_seed(5)
+    n = 1500
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    independent = cs_qmi(x, torch.randn(n, 2, generator=g, dtype=torch.float64))
+    dependent = cs_qmi(x, x[:, :1].sin() + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64))
+    assert 0 <= independent.item() < 5e-3
+    assert dependent.item() > 20 * independent.item()
+    assert cs_qmi(x, x).item() > dependent.item() > 0
+    small = x[:50]
+    z = small[:, :1] ** 2
+    shifted = cs_qmi(small + 1e3, z - 50.0, 0.8, 0.6).item()
+    assert shifted == pytest.approx(cs_qmi(small, z, 0.8, 0.6).item(), rel=1e-7)
+
+
+def test_one_feature_vector_equals_column() -> None:
+    g = torch.Generator().manual_seed(6)
+    a, b, x = torch.randn(20, generator=g), torch.randn(15, generator=g), torch.randn(20, 3, generator=g)
+    assert torch.equal(cs_divergence(a, b), cs_divergence(a[:, None], b[:, None]))
+    assert torch.equal(cs_qmi(x, a), cs_qmi(x, a[:, None]))
+    p = a + 0.3
+    assert torch.equal(cs_conditional_divergence(x, a, p), cs_conditional_divergence(x, a[:, None], p[:, None]))
+    # a 1-D input is N samples, never broadcast: its value differs from treating the vector as one sample
+    assert cs_divergence(a, b).item() > 0
+
+
+def test_conditional_properties_and_limits() -> None:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(60, 4, generator=g, dtype=torch.float64)
+    y = x[:, 0].sin() + 0.1 * torch.randn(60, generator=g, dtype=torch.float64)
+    assert cs_conditional_divergence(x, y, y.clone()).item() == pytest.approx(0.0, abs=1e-12)
+    near, far = y + 0.1, y + 1.0
+    assert 0 < cs_conditional_divergence(x, y, near) < cs_conditional_divergence(x, y, far)
+    # sigma_x -> 0: K -> identity, the correntropy loss -2 log mean_j k(yhat_j, y_j)
+    corr = -2 * math.log(float(torch.exp(-((far - y) ** 2) / 2).mean()))
+    assert cs_conditional_divergence(x, y, far, sigma_x=1e-3).item() == pytest.approx(corr, rel=1e-9)
+    assert cs_conditional_divergence(x, y, far, 1e-3, estimator="official").item() == pytest.approx(corr, rel=1e-9)
+    # sigma_x -> inf: K -> all ones, the unconditional CS divergence between y and y_pred
+    perm = y[torch.randperm(60, generator=g)]
+    marginal = cs_divergence(y, perm).item()
+    assert cs_conditional_divergence(x, y, perm, sigma_x=1e6).item() == pytest.approx(marginal, rel=1e-6, abs=1e-9)
+
+
+# ---------------------------------------------------------------- stability and gradients
+
+
+def test_large_scale_targets_float32_finite_and_accurate() -> None:
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(64, 5, generator=g)
+    y = 1e4 * torch.randn(64, generator=g)  # not standardised, sigma 1: every off-diagonal kernel underflows
+    y_pred = (y + 500.0 * torch.randn(64, generator=g)).requires_grad_()
+    value = cs_conditional_divergence(x, y, y_pred, sigma_x=1.0, sigma_y=1.0)
+    value.backward()
+    assert torch.isfinite(value) and value.item() > 50  # dominated by the closest (y_pred_j, y_i) pair
+    assert torch.isfinite(y_pred.grad).all() and y_pred.grad.abs().sum() > 0
+    # the float32 value agrees with float64
+    ref = cs_conditional_divergence(x.double(), y.double(), y_pred.detach().double(), 1.0, 1.0)
+    assert value.item() == pytest.approx(ref.item(), rel=1e-5)
+    d = cs_divergence(y, y_pred, 1.0)
+    assert torch.isfinite(d) and d.item() == pytest.approx(
+        cs_divergence(y.double(), y_pred.detach().double(), 1.0).item(), rel=1e-5
+    )
+
+
+def test_far_apart_clusters_float32_finite_gradients() -> None:
+    g = torch.Generator().manual_seed(9)
+    centers = torch.tensor([[-1e3] * 8, [1e3] * 8])
+    x = centers.repeat_interleave(16, 0) + torch.randn(32, 8, generator=g)
+    t = (x * 0.5 + torch.randn(32, 8, generator=g)).requires_grad_()
+    a = (torch.randn(16, 3, generator=g) - 500.0).requires_grad_()
+    b = torch.randn(16, 3, generator=g) + 500.0
+    for value, leaf in ((cs_qmi(x, t, 0.5, 0.5), t), (cs_divergence(a, b, 0.5), a)):
+        (grad,) = torch.autograd.grad(value, leaf)
+        assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert cs_divergence(a, b, 0.5).item() > 1e5
+
+
+def test_gradcheck_float64() -> None:
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(6, generator=g, dtype=torch.float64)
+    p = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q: cs_conditional_divergence(x, y, q, 1.0, 0.8), (p,))
+    assert torch.autograd.gradcheck(lambda z: cs_qmi(x, z, 1.0, 1.2), (t,))
+    assert torch.autograd.gradcheck(lambda z: cs_divergence(z, x, 0.9), (t[:, :2],))
+
+
+def test_half_precision_inputs_computed_in_float32() -> None:
+    g = torch.Generator().manual_seed(11)
+    x, z = torch.randn(30, 4, generator=g), torch.randn(30, 2, generator=g)
+    value = cs_qmi(x.bfloat16(), z.bfloat16())
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(cs_qmi(x.bfloat16().float(), z.bfloat16().float()).item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input() -> None:
+    x, y = torch.randn(8, 3), torch.randn(8)
+    with pytest.raises(ValueError, match=r"a must have at least 2 rows \(samples\), got shape \(1,\)"):
+        cs_divergence(torch.randn(1), y)
+    with pytest.raises(ValueError, match="same number of samples"):
+        cs_qmi(x, torch.randn(7))
+    with pytest.raises(ValueError, match="same number of samples"):
+        cs_conditional_divergence(x, y, torch.randn(9))
+    with pytest.raises(ValueError, match="same number of features"):
+        cs_divergence(x, torch.randn(8, 2))
+    with pytest.raises(ValueError, match="y and y_pred must have the same number of features"):
+        cs_conditional_divergence(x, y, torch.randn(8, 2))
+    with pytest.raises(ValueError, match=r"sigma must be in \(0, inf\], got 0"):
+        cs_divergence(y, y, 0.0)
+    with pytest.raises(ValueError, match=r"sigma_x must be in \(0, inf\], got -1"):
+        cs_qmi(x, y, sigma_x=-1.0)
+    with pytest.raises(ValueError, match="sigma_y must be one of"):
+        cs_conditional_divergence(x, y, y, sigma_y="mean")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sigma_z must be a real number"):
+        cs_qmi(x, y, sigma_z=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        cs_conditional_divergence(x, y, y, estimator="paper")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="z contains NaN or Inf"):
+        cs_qmi(x, torch.tensor([float("nan")] * 8))
+    with pytest.raises(TypeError, match="floating-point"):
+        cs_qmi(x, torch.arange(8))
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
+        cs_divergence([1.0, 2.0], y)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        cs_divergence(torch.tensor(1.0), y)

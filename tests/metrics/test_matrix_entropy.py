@@ -1,0 +1,82 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_info.metrics import MatrixEntropy
+from lightning_info.metrics.functional import matrix_entropy
+
+
+def _reference(z: np.ndarray, alpha: float) -> float:
+    """Giraldo et al.: A = K / tr K with the N x N cosine kernel (always the primal), Renyi entropy of eig(A)."""
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    k = zn @ zn.T
+    lam = np.linalg.eigvalsh(k / np.trace(k))
+    lam = lam[lam > 1e-12]
+    if alpha == 1.0:
+        return float(-np.sum(lam * np.log(lam)))
+    if alpha == math.inf:
+        return float(-np.log(lam.max()))
+    return float(np.log(np.sum(lam**alpha)) / (1 - alpha))
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (5, 12)])
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, math.inf])
+def test_matches_primal_brute_force(shape: tuple[int, int], alpha: float) -> None:
+    z = np.random.default_rng(0).normal(size=shape)
+    assert matrix_entropy(torch.from_numpy(z), alpha=alpha).item() == pytest.approx(_reference(z, alpha), rel=1e-10)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, math.inf])
+def test_rank_one_is_zero_and_isotropic_is_log_rank(alpha: float) -> None:
+    direction = torch.randn(1, 16, dtype=torch.float64)
+    scales = torch.rand(10, 1, dtype=torch.float64) + 0.5
+    assert matrix_entropy(scales * direction, alpha=alpha).item() == pytest.approx(0.0, abs=1e-10)
+    basis = torch.linalg.qr(torch.randn(16, 4, dtype=torch.float64)).Q.T  # 4 orthonormal rows
+    isotropic = basis.repeat(3, 1)  # each direction used equally
+    assert matrix_entropy(isotropic, alpha=alpha).item() == pytest.approx(math.log(4), rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_inputs(dtype: torch.dtype) -> None:
+    z = torch.randn(20, 6)
+    got = matrix_entropy(z.to(dtype))
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(matrix_entropy(z.to(dtype).double()).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("z", "kwargs", "match"),
+    [
+        (torch.randn(4), {}, "dimensions"),
+        (torch.randn(1, 4), {}, "at least 2 rows"),
+        (torch.tensor([[1.0, float("inf")], [0.0, 1.0]]), {}, "NaN or Inf"),
+        (torch.zeros(3, 2), {}, "all-zero"),
+        (torch.randn(3, 2), {"alpha": 0.0}, "alpha"),
+    ],
+)
+def test_errors(z: torch.Tensor, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        matrix_entropy(z, **kwargs)
+
+
+def test_metric_concatenates_and_caps() -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(7, 5), torch.randn(6, 5)
+    metric = MatrixEntropy(alpha=2.0)
+    metric.update(a)
+    metric.update(b.to(torch.bfloat16))
+    expected = matrix_entropy(torch.cat([a, b.to(torch.bfloat16).float()]), alpha=2.0)
+    torch.testing.assert_close(metric.compute(), expected)
+    capped = MatrixEntropy(max_samples=9)
+    capped.update(a)
+    capped.update(b)
+    capped.update(b)  # beyond the cap: dropped
+    torch.testing.assert_close(capped.compute(), matrix_entropy(torch.cat([a, b[:2]])))
+    with pytest.raises(ValueError, match="features"):
+        capped.update(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="max_samples"):
+        MatrixEntropy(max_samples=1)
+    with pytest.raises(ValueError, match="before any update"), pytest.warns(UserWarning):
+        MatrixEntropy().compute()
