@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback
+from lightning.pytorch.loggers import Logger
 
 from lightning_info.demo.model import OptimizerFactory
 
 
 @dataclass
 class DemoContext:
-    """What parts may change: the classifier's callbacks and optimizer, extra stages, and the summary keys."""
+    """What parts may change: the classifier's callbacks and optimizer, extra stages, and the summary keys.
+
+    ``out`` is the demo's output folder and ``loggers`` the run's loggers (filled in before training starts, so extra
+    stages can log into the same W&B run and write their figures next to the report).
+    """
 
     fast: bool
     seed: int
+    out: Path = Path("runs")
+    loggers: list[Logger] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
     optimizer_factory: OptimizerFactory | None = None
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)

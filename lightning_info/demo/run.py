@@ -53,7 +53,7 @@ def run_demo(config: DemoConfig) -> dict[str, float]:
     started = time.perf_counter()
     seed_everything(config.seed, workers=True, verbose=False)
     config.out.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(fast=config.fast, seed=config.seed)
+    ctx = DemoContext(fast=config.fast, seed=config.seed, out=config.out)
     for name in config.parts:
         PARTS[name].configure(ctx)
 
@@ -61,6 +61,7 @@ def run_demo(config: DemoConfig) -> dict[str, float]:
     model = DigitsTransformer(optimizer_factory=ctx.optimizer_factory)
     logger, run_location = _logger(config)
     history = MetricsHistory()
+    ctx.loggers[:] = [logger, history]
     trainer_kwargs: dict[str, Any] = {
         "accelerator": "cpu",
         "devices": 1,
