@@ -1,4 +1,4 @@
-"""Command line: ``lightning-info demo [--parts ...] [--fast] [--seed N] [--out DIR] [--no-wandb]``."""
+"""Command line: ``lightning-info demo [--parts P] [--optimizer O] [--fast] [--seed N] [--out DIR] [--no-wandb]``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightning-info", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="train a small transformer on scikit-learn digits with the library's parts")
-    available = ", ".join(f"{p.name} ({p.help})" for p in PARTS.values())
+    available = ", ".join(f"{p.name} ({p.help})" for p in PARTS.values()).replace("%", "%%")  # argparse formats help
     demo.add_argument(
         "--parts",
         default=None,
@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs"), help="output folder (W&B run, report, figures)")
     demo.add_argument("--no-wandb", action="store_true", help="log to CSV instead of a W&B offline run")
     demo.add_argument("--max-epochs", type=int, default=12)
+    demo.add_argument(
+        "--optimizer",
+        choices=["sam", "asam", "gam", "base"],
+        default=None,
+        help="use this optimizer part instead of any sam/asam/gam in the parts (base: the model's plain AdamW)",
+    )
     return parser
 
 
@@ -37,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts = [p.name for p in PARTS.values() if p.default]
     else:
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if args.optimizer is not None:
+        from lightning_info.demo.builtin.sam import OPTIMIZER_PARTS
+
+        parts = [p for p in parts if p not in OPTIMIZER_PARTS] + ([] if args.optimizer == "base" else [args.optimizer])
     try:
         config = DemoConfig(
             parts=parts,

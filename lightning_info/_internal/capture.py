@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_choice, check_int
 
 Extractor = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], Any]
@@ -93,7 +94,10 @@ class ActivationCapture:
         ValueError: a layer name matches nothing (the message lists close matches), or ``max_samples < 1``.
 
     The hooks are only active between :meth:`attach` and :meth:`remove` (or inside ``with``); ``enabled = False``
-    skips capturing while staying attached.
+    skips capturing while staying attached. Detached captures skip the extra (perturbed) passes of a
+    sharpness-aware optimizer step (:func:`~lightning_info.optim.in_auxiliary_pass`), so a monitor sees each step's
+    clean forward once; captures with ``detach=False`` (loss terms) follow every pass, since the term's gradient at
+    the perturbed weights is part of the step.
     """
 
     def __init__(
@@ -155,8 +159,8 @@ class ActivationCapture:
 
     def _make_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if not self.enabled:
-                return
+            if not self.enabled or (self.detach and in_auxiliary_pass()):
+                return  # monitoring sees each step once: not the extra passes of a sharpness-aware optimizer
             value = self.extract(module, args, kwargs, output)
             if isinstance(value, Tensor):
                 value = self._store_tensor(name, value)

@@ -35,6 +35,14 @@ class MetricsHistory(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.rows.append({**{k: float(v) for k, v in metrics.items()}, "step": float(step or 0)})
 
+    def latest(self) -> dict[str, float]:
+        """The last logged value of every key."""
+        values: dict[str, float] = {}
+        for row in self.rows:
+            values.update(row)
+        values.pop("step", None)
+        return values
+
     def series(self, key: str) -> tuple[list[float], list[float]]:
         """``(steps, values)`` of one key."""
         pairs = [(row["step"], row[key]) for row in self.rows if key in row]

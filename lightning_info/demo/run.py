@@ -81,9 +81,12 @@ def run_demo(config: DemoConfig) -> dict[str, float]:
     trainer = Trainer(**trainer_kwargs)
     batch_size = 64
     trainer.fit(model, data.loader("train", batch_size, shuffle=True, seed=config.seed), data.loader("val", 256))
-    metrics = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1
-    }
+    # what callbacks logged straight to the loggers (monitors) is in the history; ``self.log`` values are also in
+    # ``callback_metrics`` (epoch aggregates included), which take precedence
+    metrics = history.latest()
+    metrics.update(
+        {k: float(v) for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+    )
     tested = trainer.test(model, data.loader("test", 256), verbose=False)[0]
 
     summary: dict[str, float] = {"test_acc": tested["test_acc"], "test_loss": tested["test_loss"]}

@@ -44,3 +44,21 @@ def test_every_part_runs_fast(tmp_path: Path) -> None:
     for name in PARTS:
         summary = main(["demo", "--fast", "--parts", name, "--no-wandb", "--out", str(tmp_path / name)])
         assert summary == 0
+
+
+def test_optimizer_flag_swaps_the_sharpness_aware_part(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--fast", "--optimizer", "gam", "--parts", "sam", "--no-wandb", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "[demo] parts: gam" in printed and "sam/first_order_flatness" in printed
+    header = next(tmp_path.rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "sam/first_order_flatness" in header and "sam/sharpness" not in header
+    with pytest.raises(ValueError, match="another part already set"):
+        main(["demo", "--fast", "--parts", "sam,asam", "--no-wandb", "--out", str(tmp_path / "two")])
+
+
+def test_help_lists_every_part(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name} (" in printed for name in PARTS)

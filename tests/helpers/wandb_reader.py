@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +49,34 @@ def _records(data: bytes) -> list[bytes]:
     return records
 
 
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Return the history rows (one dict per ``wandb.log`` call, ``_step`` included) of an offline run.
-
-    ``run_dir`` is the run's folder (``.../wandb/offline-run-*``) or any folder above it holding exactly one run.
-    """
-    from wandb.proto import wandb_internal_pb2
-
+def _run_file(run_dir: str | Path) -> Path:
     files = sorted(Path(run_dir).rglob("run-*.wandb"))
     if len(files) != 1:
         raise FileNotFoundError(f"expected one run-*.wandb file under {run_dir}, found {[str(f) for f in files]}")
+    return files[0]
+
+
+def read_history(run_dir: str | Path, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Return the history rows (one dict per ``wandb.log`` call, ``_step`` included) of a finished offline run.
+
+    ``run_dir`` is the run's folder (``.../wandb/offline-run-*``) or any folder above it holding exactly one run.
+    wandb 0.31's ``finish()`` can return before its writer has flushed the file (seen on a loaded machine), so this
+    re-reads the file until the run's final ``exit`` record is in it, for up to ``timeout`` seconds.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = []
+        for raw in _records(_run_file(run_dir).read_bytes()):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(raw)
+            records.append(record)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     rows: list[dict[str, Any]] = []
-    for raw in _records(files[0].read_bytes()):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
+    for record in records:
         if record.WhichOneof("record_type") != "history":
             continue
         row: dict[str, Any] = {}

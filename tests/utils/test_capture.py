@@ -99,3 +99,29 @@ def test_bad_arguments() -> None:
         ActivationCapture(model, ["0"], max_samples=0)
     with pytest.raises(ValueError, match=r"capture must be one of \['output', 'input'\], got 'grad'"):
         ActivationCapture(model, ["0"], capture="grad")  # type: ignore[arg-type]
+
+
+def test_detached_capture_skips_sharpness_aware_extra_passes() -> None:
+    """A monitor (detached) keeps the clean pass of a SAM step; a loss term (attached) follows every pass."""
+    from lightning_info.optim import SAM
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    monitor = ActivationCapture(model, ["0"], accumulate=True).attach()
+    term = ActivationCapture(model, ["0"], detach=False, accumulate=True).attach()
+    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1)
+    x = torch.randn(5, 4)
+    clean_output = model(x).detach()
+    monitor.clear()
+    term.clear()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = model(x).pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert monitor.captured["0"].shape == (5, 3)  # one pass: the clean one, at the weights before the step
+    torch.testing.assert_close(monitor.captured["0"], clean_output)
+    assert term.captured["0"].shape == (10, 3)  # clean + perturbed pass
+    assert not torch.allclose(term.captured["0"][5:], clean_output)

@@ -1,0 +1,35 @@
+"""Whether the current closure evaluation is an extra (auxiliary) pass of a sharpness-aware optimizer step.
+
+The flag lives below every part so that the optimizers (which set it) and the activation capture used by the
+monitors (which reads it) do not import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_AUXILIARY = ContextVar("lightning_info_auxiliary_pass", default=False)
+
+
+def in_auxiliary_pass() -> bool:
+    """``True`` while a sharpness-aware optimizer evaluates an extra (perturbed) pass of the closure.
+
+    Guard side effects of ``training_step`` or of callback hooks that must happen once per step with it, e.g. a
+    torchmetrics ``Metric`` updated by hand (``self.log`` is already silenced in those passes)::
+
+        if not in_auxiliary_pass():
+            self.train_acc.update(logits, y)
+    """
+    return _AUXILIARY.get()
+
+
+@contextmanager
+def pass_kind(auxiliary: bool) -> Iterator[None]:
+    """Mark the code inside the block as an auxiliary (``True``) or clean (``False``) pass."""
+    token = _AUXILIARY.set(auxiliary)
+    try:
+        yield
+    finally:
+        _AUXILIARY.reset(token)
