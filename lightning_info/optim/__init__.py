@@ -1,3 +1,30 @@
-"""lightning_info.optim."""
+"""lightning_info.optim: sharpness-aware optimizers (SAM, ASAM, every-k SAM, GAM) that are correct inside Lightning.
 
-__all__: list[str] = []
+``FAdam`` (pytorch-optimizer's, checked against the paper) is imported lazily: ``from lightning_info.optim import
+FAdam`` needs the ``fadam`` extra.
+"""
+
+from typing import Any
+
+from lightning_info._internal.passes import in_auxiliary_pass
+from lightning_info.optim.fadam import fadam_class
+from lightning_info.optim.gam import GAM
+from lightning_info.optim.precision import SharpnessAwarePrecision
+from lightning_info.optim.sam import SAM
+from lightning_info.optim.sharpness_aware import NonFiniteGradientError, SharpnessAwareOptimizer
+
+__all__ = [
+    "GAM",
+    "SAM",
+    "NonFiniteGradientError",
+    "SharpnessAwareOptimizer",
+    "SharpnessAwarePrecision",
+    "fadam_class",
+    "in_auxiliary_pass",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FAdam":
+        return fadam_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,296 @@
+"""Base class of the sharpness-aware optimizers: a base optimizer stepped with gradients from several closure passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lightning_info._internal.validation import check_int
+from lightning_info.optim._passes import Closure, ClosurePasses
+
+
+class NonFiniteGradientError(RuntimeError):
+    """A gradient norm needed by the sharpness-aware step is NaN or Inf (the step did not change any weight)."""
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def global_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
+    """L2 norm of all tensors of all lists together (one ``torch._foreach_norm`` per list), at least in float32."""
+    norms = [n for tensors in tensor_lists if tensors for n in torch._foreach_norm(tensors)]
+    if not norms:
+        return torch.zeros(())
+    if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
+        norms = [n.to(device=norms[0].device, dtype=torch.float64) for n in norms]
+    stacked = torch.stack(norms)
+    if stacked.dtype not in (torch.float32, torch.float64):
+        stacked = stacked.float()
+    return torch.linalg.vector_norm(stacked)
+
+
+def check_finite_norm(name: str, norm: Tensor, optimizer: str) -> None:
+    """Raise :class:`NonFiniteGradientError` naming ``name`` if ``norm`` is NaN or Inf (one host sync)."""
+    if not bool(torch.isfinite(norm)):
+        raise NonFiniteGradientError(
+            f"{optimizer}: {name} is {float(norm)} (non-finite); the weights were left unchanged. Check the loss for "
+            "NaN/Inf, lower the learning rate, or train with precision='16-mixed' and SharpnessAwarePrecision, which "
+            "skips such steps as GradScaler does."
+        )
+
+
+class SharpnessAwareOptimizer(Optimizer):
+    """A base optimizer (any :class:`torch.optim.Optimizer` class) stepped with a sharpness-aware gradient.
+
+    The base optimizer is built on this optimizer's ``param_groups`` and shares its ``state``, so learning-rate
+    schedulers, ``ReduceLROnPlateau`` and checkpoints see one ordinary optimizer. :meth:`step` evaluates the closure
+    :attr:`passes` times (see :mod:`lightning_info.optim._passes` for what the extra passes do and do not change),
+    leaves the update direction in ``.grad`` and calls the base optimizer's ``step()``.
+
+    Subclasses define their per-group hyper-parameters (``defaults``), validate them in :meth:`_check_group` and
+    compute the update direction in :meth:`_update`.
+
+    Args:
+        params: parameters or parameter groups, as for any optimizer.
+        base_optimizer: the optimizer *class* (e.g. ``torch.optim.SGD``), built as
+            ``base_optimizer(self.param_groups, **base_kwargs)``.
+        defaults: the subclass's per-group hyper-parameters and their defaults.
+        interval: do the sharpness-aware step every ``interval``-th ``step()`` (the first included) and a plain
+            base-optimizer step with one closure call otherwise (``interval=k``: about ``1 + (passes - 1) / k`` times
+            the cost of the base optimizer).
+        reuse_rng: replay the clean pass's random state in every extra pass (same dropout masks).
+        sync_perturbation: under DDP, all-reduce the gradients that only define the perturbation (``False``: each
+            rank perturbs with its own gradient, the paper's m-sharpness; the update is always averaged).
+        base_kwargs: keyword arguments of the base optimizer (``lr``, ``momentum``, ``weight_decay``, ...).
+
+    Raises:
+        TypeError: ``base_optimizer`` is not an optimizer class, or a flag is not a bool.
+        ValueError: ``interval < 1``, a hyper-parameter out of range, or the base optimizer uses a hyper-parameter
+            name of this optimizer (it would read this optimizer's value).
+    """
+
+    #: closure evaluations of one sharpness-aware step (subclasses set it)
+    passes: int = 2
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[Optimizer],
+        defaults: dict[str, Any],
+        *,
+        interval: int = 1,
+        reuse_rng: bool = True,
+        sync_perturbation: bool = False,
+        **base_kwargs: Any,
+    ) -> None:
+        if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, Optimizer)):
+            raise TypeError(
+                "base_optimizer must be a torch.optim.Optimizer subclass such as torch.optim.SGD (the class, not an "
+                f"instance), got {base_optimizer!r}"
+            )
+        if issubclass(base_optimizer, SharpnessAwareOptimizer):
+            raise TypeError(f"base_optimizer must not itself be sharpness-aware, got {base_optimizer.__name__}")
+        self.interval = check_int("interval", interval, min_value=1)
+        self.reuse_rng = _check_bool("reuse_rng", reuse_rng)
+        self.sync_perturbation = _check_bool("sync_perturbation", sync_perturbation)
+        self._own_defaults = dict(defaults)
+        super().__init__(params, defaults)
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        clash = sorted(set(self._own_defaults) & set(self.base_optimizer.defaults))
+        if clash:
+            raise ValueError(
+                f"base_optimizer {base_optimizer.__name__} has hyper-parameters named {clash}, like "
+                f"{type(self).__name__}; it would read {type(self).__name__}'s values. Use another base optimizer."
+            )
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.defaults.update(self.base_optimizer.defaults)
+        # Mutable run state lives in containers (never rebound), so Lightning's LightningOptimizer wrapper and the
+        # optimizer itself always see the same values.
+        self._run: dict[str, Any] = {"step": 0, "zero_grad_calls": 0}
+        #: statistics of the last sharpness-aware step (detached tensors; empty after a plain step)
+        self.statistics: dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------------- subclass API
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate the subclass's hyper-parameters of one parameter group."""
+
+    def _update(self, passes: ClosurePasses, loss: Any) -> None:
+        """Run the extra passes; leave the weights unchanged and the update direction in ``.grad``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ optimizer protocol
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for key, value in self._own_defaults.items():
+            param_group.setdefault(key, value)
+        self._check_group(param_group)
+        base = getattr(self, "base_optimizer", None)  # None while Optimizer.__init__ adds the first groups
+        if base is not None:
+            base.add_param_group(param_group)  # appends to the shared ``param_groups``
+        else:
+            super().add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._run["zero_grad_calls"] += 1
+        super().zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.base_optimizer.state_dict()
+        state["sharpness_aware"] = {"step": int(self._run["step"])}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        own = state_dict.pop("sharpness_aware", {"step": 0})
+        base = self.base_optimizer
+        groups, state = self.param_groups, self.state
+        base.load_state_dict(state_dict)
+        # the base optimizer rebinds its containers: refill ours in place and hand them back, so every holder of
+        # ``param_groups``/``state`` (this optimizer, Lightning's wrapper, LR schedulers) keeps seeing the same objects
+        groups[:] = base.param_groups
+        state.clear()
+        state.update(base.state)
+        base.param_groups, base.state = groups, state
+        self._run["step"] = int(own["step"])
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Any:
+        """One step: ``passes`` closure evaluations on sharpness-aware steps, one otherwise; returns the clean loss.
+
+        Args:
+            closure: re-evaluates the loss: zeroes the gradients, runs forward and ``backward``, returns the loss.
+                Lightning's automatic optimization passes one.
+
+        Raises:
+            TypeError: no closure (e.g. Lightning's ``16-mixed`` GradScaler path: use ``SharpnessAwarePrecision``).
+            RuntimeError: the closure accumulates gradients instead of recomputing them (gradient accumulation).
+            NonFiniteGradientError: a gradient norm is NaN/Inf (the weights are left unchanged).
+        """
+        closure = self._check_closure(closure)
+        self.statistics.clear()
+        if not self._due():
+            with torch.enable_grad():
+                loss = closure()
+        else:
+            with ClosurePasses(closure, reuse_rng=self.reuse_rng, defer_clipping=True) as passes:
+                loss = self._clean_pass(passes)
+                self._update(passes, loss)
+            passes.clip_once()
+        self.base_optimizer.step()
+        self._run["step"] += 1
+        return loss
+
+    @torch.no_grad()
+    def scaled_step(
+        self,
+        closure: Closure,
+        scaler: torch.amp.GradScaler,
+        before_step: Callable[[], None] | None = None,
+    ) -> Any:
+        """:meth:`step` for float16 training with a ``GradScaler`` (what ``SharpnessAwarePrecision`` calls).
+
+        The closure back-propagates the *scaled* loss. Each pass's gradients are unscaled (the scale is a power of
+        two, so this is exact); when a gradient norm is non-finite the perturbation is abandoned, the weights are
+        left unchanged and the gradients are marked non-finite, so ``scaler.step`` skips the base step and
+        ``scaler.update`` lowers the scale, as GradScaler intends. The update direction is handed to the scaler
+        scaled again, then ``scaler.unscale_`` -> ``before_step()`` (Lightning: ``on_before_optimizer_step`` and
+        gradient clipping, once) -> ``scaler.step`` -> ``scaler.update``.
+
+        Args:
+            closure: as for :meth:`step`, back-propagating ``scaler.scale(loss)``.
+            scaler: the ``torch.amp.GradScaler``; its per-optimizer bookkeeping is done on :attr:`base_optimizer`.
+            before_step: called after unscaling, before the base step.
+        """
+        closure = self._check_closure(closure)
+        self.statistics.clear()
+        loss: Any = None
+        if not self._due():
+            with torch.enable_grad():
+                loss = closure()
+        else:
+            scale = float(scaler.get_scale())
+            unscale = partial(self._scale_grads, 1.0 / scale)
+            with ClosurePasses(closure, reuse_rng=self.reuse_rng, defer_clipping=False, after_pass=unscale) as passes:
+                try:
+                    loss = self._clean_pass(passes)
+                    self._update(passes, loss)
+                except NonFiniteGradientError:
+                    self.statistics.clear()
+                    self._scale_grads(float("nan"))
+                else:
+                    self._scale_grads(scale)
+        base = self.base_optimizer
+        if not self._with_grads():  # the closure skipped backward: nothing for the scaler to check or step
+            self._run["step"] += 1
+            return loss
+        scaler.unscale_(base)
+        if before_step is not None:
+            before_step()
+        scaler.step(base)
+        scaler.update()
+        self._run["step"] += 1
+        self._opt_called = True  # what an LR scheduler's wrapper of ``step`` records (this path bypasses ``step``)
+        return loss
+
+    # ----------------------------------------------------------------------------------------------------- helpers
+    def _due(self) -> bool:
+        return int(self._run["step"]) % self.interval == 0
+
+    def _check_closure(self, closure: Closure | None) -> Closure:
+        name = type(self).__name__
+        if closure is None:
+            raise TypeError(
+                f"{name}.step() needs `closure`: a function that zeroes the gradients, recomputes the loss with "
+                f"backward() and returns it ({name} evaluates it {self.passes} times per step). Lightning's automatic "
+                "optimization passes one, except with precision='16-mixed' and a GradScaler: add "
+                "plugins=[SharpnessAwarePrecision('16-mixed', device)]. In manual optimization pass a closure to "
+                "step() (SAM also has first_step()/second_step())."
+            )
+        if not callable(closure):
+            raise TypeError(f"closure must be callable, got {type(closure).__name__}")
+        return closure
+
+    def _with_grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+        """``(group, params, grads)`` of every group, keeping the parameters that have a gradient."""
+        out = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                out.append((group, params, [p.grad for p in params]))
+        return out
+
+    def _scale_grads(self, factor: float) -> None:
+        grads = [g for _, _, gs in self._with_grads() for g in gs]
+        if grads:
+            torch._foreach_mul_(grads, factor)
+
+    def _clean_pass(self, passes: ClosurePasses) -> Any:
+        probe = next(((p, p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None), None)
+        zero_grad_calls = self._run["zero_grad_calls"]
+        loss = passes.clean(local=not self.sync_perturbation)
+        if probe is not None and self._run["zero_grad_calls"] == zero_grad_calls and probe[0].grad is probe[1]:
+            raise RuntimeError(
+                f"{type(self).__name__}: the closure added its gradient to the existing one instead of replacing it "
+                "(it neither called optimizer.zero_grad() nor reset .grad). With Lightning this is gradient "
+                "accumulation (Trainer(accumulate_grad_batches>1)), which sharpness-aware steps do not support: the "
+                "perturbed pass would see only the last micro-batch. Use accumulate_grad_batches=1 with a larger "
+                "batch. Outside Lightning, call optimizer.zero_grad() inside the closure. No weight was changed."
+            )
+        return loss
+
+
+def detached(value: Any) -> Tensor | None:
+    """A loss returned by a closure as a detached float tensor (``None`` if it is not a number)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.detach().float().reshape(())
+    if isinstance(value, (int, float)):
+        return torch.tensor(float(value))
+    return None
