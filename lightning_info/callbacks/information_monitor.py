@@ -2,15 +2,14 @@
 
 :class:`InformationMonitor` hooks the named layers with :class:`~lightning_info.utils.ActivationCapture`, flattens
 each captured activation to ``(N, d)`` (``N`` = rows of the batch, at most ``max_samples``) and computes the metrics
-of :data:`INFORMATION_METRICS` on it; class-conditional ones (DSMI, CMI) use the batch targets. Metric functions
-are looked up by name, so :func:`register_information_metric` adds new ones.
+of :data:`~lightning_info.callbacks.information_metrics.INFORMATION_METRICS` on it; class-conditional ones (DSMI,
+CMI) use the batch targets. Metrics are looked up by name, so
+:func:`~lightning_info.callbacks.information_metrics.register_information_metric` adds new ones.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,48 +20,20 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_info._internal.validation import check_choice, check_int, check_range
-from lightning_info.metrics.functional import (
-    diffusion_spectral_entropy,
-    diffusion_spectral_mutual_information,
-    matrix_entropy,
-    matrix_nuclear_norm,
-    shannon_entropy,
-    vendi_score,
+from lightning_info.callbacks.information_figures import log_information_figures
+from lightning_info.callbacks.information_metrics import (
+    INFORMATION_METRICS,
+    InformationMetric,
+    register_information_metric,
 )
+from lightning_info.metrics.functional._utils import check_labels
 from lightning_info.metrics.mutual_information import ESTIMATORS, MutualInformationEstimator
 from lightning_info.utils import ActivationCapture
 
-MetricFn = Callable[[Tensor, Tensor | None], Tensor]
+__all__ = ["INFORMATION_METRICS", "InformationMetric", "InformationMonitor", "register_information_metric"]
 
-
-@dataclass(frozen=True)
-class InformationMetric:
-    """A monitored metric: ``fn(z, targets)`` on ``(N, d)`` activations; ``targets`` is ``None`` unless needed."""
-
-    fn: MetricFn
-    needs_targets: bool = False
-
-
-INFORMATION_METRICS: dict[str, InformationMetric] = {
-    "matrix_entropy": InformationMetric(lambda z, _: matrix_entropy(z)),
-    "matrix_nuclear_norm": InformationMetric(lambda z, _: matrix_nuclear_norm(z)),
-    "vendi": InformationMetric(lambda z, _: vendi_score(z)),
-    "dse": InformationMetric(lambda z, _: diffusion_spectral_entropy(z)),
-    "dsmi": InformationMetric(
-        lambda z, y: diffusion_spectral_mutual_information(z, torch.as_tensor(y)), needs_targets=True
-    ),
-    # mean Shannon entropy (nats) of softmax(z): for a layer that outputs logits
-    "prediction_entropy": InformationMetric(lambda z, _: shannon_entropy(z, from_logits=True).mean()),
-}
-
-
-def register_information_metric(name: str, fn: MetricFn, *, needs_targets: bool = False) -> None:
-    """Make ``name`` usable in ``InformationMonitor(metrics=[...])``; ``fn(z, targets) -> scalar tensor``."""
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ValueError(f"name must be a non-empty str without '/', got {name!r}")
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    INFORMATION_METRICS[name] = InformationMetric(fn, needs_targets)
+_MI_BATCH = 64  # critic minibatch (the MI benchmark's batch size)
+_MI_HIDDEN = 64  # critic width: the side estimators must stay cheap next to the model
 
 
 def _batch_part(batch: Any, index: int, keys: tuple[str, ...], what: str) -> Tensor:
@@ -96,30 +67,38 @@ def _append(previous: Tensor | None, value: Tensor, max_samples: int) -> Tensor:
 class InformationMonitor(Callback):
     r"""Compute information metrics of named layers every ``every_n_steps`` and log ``info/<layer>/<metric>``.
 
-    Metrics (see :data:`INFORMATION_METRICS`): ``matrix_entropy``, ``matrix_nuclear_norm``, ``vendi`` (Vendi Score),
-    ``dse`` (diffusion spectral entropy), ``prediction_entropy`` (of a logits layer) and, with targets, ``dsmi``.
-    Values go to every logger of the trainer via ``logger.log_metrics(values, step=step)``.
+    Metrics (names of :data:`~lightning_info.callbacks.information_metrics.INFORMATION_METRICS`):
+    ``matrix_entropy``, ``matrix_nuclear_norm``, ``vendi`` (Vendi Score), ``dse`` (diffusion spectral entropy),
+    ``prediction_entropy`` (of a logits layer) and, with targets, ``dsmi`` and ``cmi`` (of a logits layer). Values
+    go to every logger of the trainer via ``logger.log_metrics(values, step=step)``, under no gradient.
 
     - ``stage="train"``: at each global step divisible by ``every_n_steps`` the layers' outputs of that step's
       batch (all micro-batches under gradient accumulation, up to ``max_samples`` rows) are captured; the metrics
-      are computed after the optimizer step and logged at that step.
+      are computed after the optimizer step and logged at that step (Lightning logs the batch's loss there too).
     - ``stage="validation"``: every validation run is captured (up to ``max_samples`` rows over its batches) and
-      logged at the current global step; ``every_n_steps`` is not used (the Trainer's ``val_check_interval`` is).
+      logged at ``trainer.global_step`` (the optimizer steps taken); ``every_n_steps`` is not used (the Trainer's
+      ``val_check_interval`` is). Sanity-check runs are skipped.
 
-    DDP: only global rank 0 captures and computes (other ranks keep the hooks disabled and do no work, and Lightning
-    loggers write only on rank 0), so the values describe rank 0's shard of each batch. No collective is called,
-    so a metric that fails or is slow cannot deadlock the ranks.
+    A metric that is undefined for a batch (a ``ValueError``: e.g. all-zero activations of a dead ReLU layer) is
+    skipped with a warning instead of stopping the training. DDP: only global rank 0 captures and computes (other
+    ranks keep the hooks disabled, and Lightning loggers write only on rank 0), so the values describe rank 0's
+    shard of each batch; no collective is called, so a slow metric cannot deadlock the ranks.
 
     Info-plane mode (``info_plane=True``): for each layer two side :class:`MutualInformationEstimator` critics
     estimate :math:`I(X;T)` (inputs vs. the layer) and :math:`I(T;Y)` (the layer vs. one-hot targets), logged as
-    ``info/<layer>/mi_xt`` and ``info/<layer>/mi_ty`` in nats. Each has its own Adam optimizer and trains for
-    ``mi_steps`` minibatches on the captured (detached) rows at every logging step, so the model's gradients are
-    never touched. With a ``WandbLogger``, each validation epoch end logs ``info/heatmap`` (layer x metric image)
-    and ``info/plane`` (scatter of the information-plane trajectory).
+    ``info/<layer>/mi_xt`` and ``info/<layer>/mi_ty`` in nats. Each has its own Adam optimizer; at every logging
+    step it trains for ``mi_steps`` minibatches on half of the captured (detached) rows and is evaluated on the
+    other half, so the estimate is not inflated by rows the critic has just fitted. The critics carry over from
+    one logging step to the next (they keep learning while the representations change); the model's parameters
+    and gradients are never touched. With a ``WandbLogger``, each validation epoch end logs ``info/metrics_table``
+    (layer x metric), ``info/heatmap`` (the same as an image, with matplotlib installed) and ``info/plane`` (the
+    scatter of every layer's information-plane trajectory); with several monitors the first one logs these figures
+    for all of them.
 
     Args:
-        layers: dotted module names or globs (``"encoder.layers.*"``) of ``pl_module``.
-        metrics: names from :data:`INFORMATION_METRICS`.
+        layers: dotted module names or ``fnmatch`` globs of ``pl_module`` (``"encoder.layers.?"``; note that ``*``
+            also matches dots, so ``"encoder.layers.*"`` selects every submodule of every layer).
+        metrics: names from :data:`~lightning_info.callbacks.information_metrics.INFORMATION_METRICS`.
         every_n_steps: logging period in optimizer steps (``stage="train"``).
         stage: ``"train"`` or ``"validation"``.
         max_samples: rows kept per computation (the metrics' cost grows as ``max_samples**2`` to ``**3``).
@@ -130,11 +109,13 @@ class InformationMonitor(Callback):
         mi_estimator: bound used by the side estimators (``"smile"``, ``"infonce"``, ``"nwj"``, ``"mine"``).
         mi_steps: critic updates per logging step.
         mi_lr: learning rate of the critics' Adam optimizers.
-        log_figures: log the W&B heatmap and information plane at validation epoch end.
+        log_figures: log the W&B table, heatmap and information plane at validation epoch end.
 
     Raises:
+        TypeError: ``metrics`` or ``targets`` of the wrong type.
         ValueError: unknown metric, ``every_n_steps < 1``, bad ``stage``, a class-conditional metric or the info plane
-            without targets, ``info_plane`` without ``num_classes``; at ``setup``: a layer name matching nothing.
+            without targets, ``info_plane`` without ``num_classes``; at ``setup``: a layer name matching nothing;
+            with the info plane, while training: targets that are not ``(N,)`` class indices in ``[0, num_classes)``.
     """
 
     def __init__(
@@ -192,11 +173,20 @@ class InformationMonitor(Callback):
         self._inputs: Tensor | None = None
         self._targets: Tensor | None = None
         self._generator = torch.Generator().manual_seed(0)
+        self._warned: set[str] = set()
+        self._state_key = self._generate_state_key(
+            layers=self.layers,
+            metrics=self.metrics,
+            stage=self.stage,
+            every_n_steps=self.every_n_steps,
+            max_samples=self.max_samples,
+            info_plane=self.info_plane,
+        )
 
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(layers=self.layers, metrics=self.metrics, stage=self.stage)
+        return self._state_key  # Lightning reads it at every hook call: built once, in __init__
 
     # ---------------------------------------------------------------- hooks
     @override
@@ -261,10 +251,17 @@ class InformationMonitor(Callback):
             return
         if self.stage == "validation" and self._pending_step is not None:
             self._compute_and_log(trainer, self._pending_step)
-        if self.log_figures and self.latest:
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    self._log_figures(logger, trainer.global_step)
+        # one set of figures for all the trainer's monitors (they would log under the same keys): the first one's
+        callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+        monitors = [cb for cb in callbacks if isinstance(cb, InformationMonitor) and cb.log_figures]
+        if not monitors or monitors[0] is not self or not any(m.latest for m in monitors):
+            return
+        latest = {k: v for m in monitors for k, v in m.latest.items()}
+        plane = {layer: points for m in monitors for layer, points in m.plane.items()}
+        names = [name for m in monitors for name in (m.capture.names if m.capture is not None else m.layers)]
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                log_information_figures(logger, latest, plane, names, trainer.global_step)
 
     # ---------------------------------------------------------------- state
     @override
@@ -312,18 +309,25 @@ class InformationMonitor(Callback):
             inputs = _batch_part(batch, 0, ("input", "inputs", "x"), "inputs")
             self._inputs = _append(self._inputs, inputs, self.max_samples)
 
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message)
+
     def _compute_and_log(self, trainer: Trainer, step: int) -> None:
         assert self.capture is not None
         values: dict[str, float] = {}
+        targets = self._targets
+        if targets is not None and self.info_plane:  # one-hot needs class indices; metrics check their own inputs
+            check_labels("targets", targets, targets.shape[0], self.num_classes)
         for layer in self.capture.names:
             z = self.capture.captured.get(layer)
             if not isinstance(z, Tensor) or z.ndim == 0:
                 continue
             z = z.reshape(z.shape[0], -1)
             if z.shape[0] < 2:
-                rank_zero_warn(f"InformationMonitor: layer {layer!r} gave {z.shape[0]} row(s) at step {step}; skipped")
+                self._warn_once(layer, f"InformationMonitor: layer {layer!r} gave {z.shape[0]} row(s); skipped")
                 continue
-            targets = self._targets
             if targets is not None and targets.shape[0] != z.shape[0]:
                 raise RuntimeError(
                     f"InformationMonitor: layer {layer!r} captured {z.shape[0]} rows but the batches had "
@@ -333,8 +337,13 @@ class InformationMonitor(Callback):
                 for name in self.metrics:
                     metric = INFORMATION_METRICS[name]
                     y = targets.to(z.device) if metric.needs_targets and targets is not None else None
-                    values[f"info/{layer}/{name}"] = float(metric.fn(z, y))
-            if self.info_plane and targets is not None and self._inputs is not None:
+                    try:
+                        values[f"info/{layer}/{name}"] = float(metric.fn(z, y))
+                    except ValueError as error:  # undefined for this batch (e.g. all-zero rows): keep training
+                        self._warn_once(f"{layer}/{name}", f"InformationMonitor: {name} of {layer!r} skipped: {error}")
+            if self.info_plane and z.shape[0] < 4:
+                self._warn_once(f"{layer}/plane", f"InformationMonitor: info plane of {layer!r} needs >= 4 rows")
+            elif self.info_plane and targets is not None and self._inputs is not None:
                 values.update(self._info_plane(layer, self._inputs.reshape(z.shape[0], -1), z, targets, step))
         if values:
             for logger in trainer.loggers:
@@ -347,8 +356,8 @@ class InformationMonitor(Callback):
         if key not in self.estimators:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(len(self.estimators))
-                estimator = MutualInformationEstimator(x_dim, y_dim, estimator=self.mi_estimator, hidden=64).to(device)
-            optimizer = torch.optim.Adam(estimator.parameters(), lr=self.mi_lr)
+                estimator = MutualInformationEstimator(x_dim, y_dim, self.mi_estimator, hidden=_MI_HIDDEN).to(device)
+            optimizer = torch.optim.Adam(estimator.parameters(), lr=self.mi_lr, foreach=True)  # many tiny tensors
             saved = self._saved_estimators.pop(key, None)
             if saved is not None and list(saved["dims"]) == [x_dim, y_dim]:
                 estimator.load_state_dict(saved["weights"])
@@ -361,6 +370,8 @@ class InformationMonitor(Callback):
     def _info_plane(self, layer: str, x: Tensor, t: Tensor, targets: Tensor, step: int) -> dict[str, float]:
         assert self.num_classes is not None
         values: dict[str, float] = {}
+        order = torch.randperm(t.shape[0], generator=self._generator).to(t.device)
+        fit_rows, eval_rows = order[: t.shape[0] // 2], order[t.shape[0] // 2 :]
         with torch.inference_mode(False), torch.enable_grad():
             # clones: tensors made under validation's inference mode cannot be saved for backward
             x, t = x.float().clone(), t.float().clone()
@@ -368,49 +379,10 @@ class InformationMonitor(Callback):
             for name, a, b in (("mi_xt", x, t), ("mi_ty", t, y)):
                 key = f"{layer}/{name}".replace(".", "_")
                 estimator = self._estimator(key, a.shape[1], b.shape[1], t.device)
-                optimizer, n = self.optimizers[key], a.shape[0]
-                estimator.train()
-                for _ in range(self.mi_steps):
-                    index = torch.randperm(n, generator=self._generator)[: min(n, 64)].to(t.device)
-                    loss = -estimator(a[index], b[index])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                estimator.fit(a[fit_rows], b[fit_rows], self.optimizers[key], self.mi_steps, _MI_BATCH, self._generator)
                 estimator.eval()
                 with torch.no_grad():
-                    values[f"info/{layer}/{name}"] = float(estimator(a, b))
+                    values[f"info/{layer}/{name}"] = float(estimator(a[eval_rows], b[eval_rows]))
         point = [float(step), values[f"info/{layer}/mi_xt"], values[f"info/{layer}/mi_ty"]]
         self.plane.setdefault(layer, []).append(point)
         return values
-
-    def _log_figures(self, logger: WandbLogger, step: int) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import wandb
-
-        layers = [layer for layer in self.layers if any(k.startswith(f"info/{layer}/") for k in self.latest)]
-        layers = layers or sorted({key.split("/")[1] for key in self.latest})
-        names = sorted({key.rsplit("/", 1)[1] for key in self.latest})
-        grid = torch.full((len(layers), len(names)), math.nan)
-        for i, layer in enumerate(layers):
-            for j, name in enumerate(names):
-                grid[i, j] = self.latest.get(f"info/{layer}/{name}", math.nan)
-        scale = grid.nan_to_num(0.0).abs().amax(dim=0).clamp_min(1e-12)  # per-metric colour scale
-        fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 0.5 * len(layers) + 1.5))
-        ax.imshow((grid / scale).numpy(), cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_yticks(range(len(layers)), layers)
-        for i in range(len(layers)):
-            for j in range(len(names)):
-                ax.text(j, i, f"{float(grid[i, j]):.3g}", ha="center", va="center", color="white", fontsize=8)
-        ax.set_title(f"information metrics, step {self.last_logged_step}")
-        fig.tight_layout()
-        payload: dict[str, Any] = {"info/heatmap": wandb.Image(fig), "trainer/global_step": step}
-        plt.close(fig)
-        if self.plane:
-            rows = [[layer, int(s), ixt, ity] for layer, points in self.plane.items() for s, ixt, ity in points]
-            table = wandb.Table(columns=["layer", "step", "I(X;T)", "I(T;Y)"], data=rows)
-            payload["info/plane"] = wandb.plot.scatter(table, "I(X;T)", "I(T;Y)", title="information plane (nats)")
-        logger.experiment.log(payload)

@@ -1,62 +1,79 @@
-"""Base class of the sample-based information metrics: concatenated (N, d) states with an optional cap."""
+"""Base class of the sample-based information metrics: concatenated ``(N, d)`` states with an optional cap."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 
 from lightning_info._internal.validation import check_tensor
-from lightning_info.metrics.functional._utils import check_finite, check_max_samples
-
-_STORE_DTYPES = (torch.float32, torch.float64)
+from lightning_info.metrics.functional._utils import check_finite, check_max_samples, upcast
 
 
 class SampleMetric(Metric):
     """Base of the metrics that need all samples at once (spectra of Gram or kernel matrices).
 
-    Stores the rows passed to ``update`` in a ``"cat"``-reduced list state ``samples`` (and ``labels`` when the
-    subclass registers that state), keeping at most ``max_samples`` rows per process: once the cap is reached further
-    rows are dropped, so memory is bounded by ``world_size * max_samples`` rows after a DDP sync.
+    Stores the rows passed to ``update`` in ``"cat"``-reduced list states (``samples`` by default; subclasses name
+    others, e.g. ``labels``), keeping at most ``max_samples`` rows per process: the first ``max_samples`` rows are
+    kept and later ones dropped (with a one-time warning), so memory is bounded by ``world_size * max_samples``
+    rows after a DDP sync. Shuffle the data when its order matters (e.g. a validation set sorted by class).
+    float16/bfloat16 rows are stored in float32, float32/float64 as given.
 
     Args:
         max_samples: cap on the rows kept per process (``None``: keep all).
+        states: names of the list states (all get the same rows count per ``update``).
         kwargs: forwarded to :class:`torchmetrics.Metric`.
     """
 
     is_differentiable = False
+    higher_is_better: bool | None = None
     full_state_update = False
-    samples: list[Tensor]  # one Tensor (all processes' rows) while synced inside compute()
-    labels: list[Tensor]
 
-    def __init__(self, max_samples: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, max_samples: int | None = None, states: Sequence[str] = ("samples",), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_samples = check_max_samples(max_samples)
-        self.add_state("samples", default=[], dist_reduce_fx="cat")
+        for state in states:
+            self.add_state(state, default=[], dist_reduce_fx="cat")
+        self._warned_cap = False
 
-    def _stored_rows(self) -> int:
-        return sum(int(chunk.shape[0]) for chunk in self.samples)
+    def _features(self, name: str, value: object, state: str = "samples", vector_ok: bool = False) -> Tensor:
+        """Check finite floating ``(N, d)`` rows for ``state`` (same ``d`` as earlier updates); return them detached.
 
-    def _store(self, z: Tensor, labels: Tensor | None = None) -> None:
-        check_tensor("z", z, ndim=2, finite=False)
-        check_finite("z", z)
-        if self.samples and z.shape[1] != self.samples[0].shape[1]:
-            raise ValueError(
-                f"z must keep {self.samples[0].shape[1]} features across updates, got shape {tuple(z.shape)}"
-            )
-        room = z.shape[0] if self.max_samples is None else max(self.max_samples - self._stored_rows(), 0)
-        if room == 0:
-            return
-        dtype = z.dtype if z.dtype in _STORE_DTYPES else torch.float32
-        self.samples.append(z[:room].detach().to(dtype))
-        if labels is not None:
-            self.labels.append(labels[:room].detach())
+        With ``vector_ok`` a 1-D ``(N,)`` input is ``N`` samples of one feature.
+        """
+        value = check_tensor(name, value, ndim=(1, 2) if vector_ok else 2, finite=False)
+        if value.ndim == 1:
+            value = value[:, None]
+        check_finite(name, value)
+        stored = getattr(self, state)
+        if stored and value.shape[1] != stored[0].shape[1]:
+            raise ValueError(f"{name} must keep {stored[0].shape[1]} features across updates, got {tuple(value.shape)}")
+        return upcast(value.detach())
 
-    def _gathered(self) -> Tensor:
-        """All stored rows (after the DDP sync, all processes' rows)."""
-        if isinstance(self.samples, list) and not self.samples:  # after a DDP sync the state is one tensor
+    def _store(self, **rows: Tensor) -> None:
+        """Append ``rows`` (state name -> tensor, all with the same number of rows) up to ``max_samples``."""
+        first = next(iter(rows.values()))
+        room = first.shape[0]
+        if self.max_samples is not None:
+            kept = sum(int(chunk.shape[0]) for chunk in getattr(self, next(iter(rows))))
+            room = min(room, max(self.max_samples - kept, 0))
+            if room < first.shape[0] and not self._warned_cap:
+                rank_zero_warn(
+                    f"{type(self).__name__} keeps the first max_samples={self.max_samples} rows per process; "
+                    "later rows are dropped"
+                )
+                self._warned_cap = True
+        if room:
+            for state, value in rows.items():
+                getattr(self, state).append(value[:room])
+
+    def _gathered(self, state: str = "samples") -> Tensor:
+        """All stored rows of ``state`` (after the DDP sync, all processes' rows)."""
+        value = getattr(self, state)
+        if isinstance(value, list) and not value:  # after a DDP sync the state is one tensor
             raise ValueError(f"{type(self).__name__}.compute() called before any update()")
-        return dim_zero_cat(self.samples)
+        return dim_zero_cat(value)

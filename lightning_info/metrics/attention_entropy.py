@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_info.metrics.functional._utils import check_bool
 from lightning_info.metrics.functional.attention_entropy import _attention_entropy_update
 from lightning_info.metrics.functional.entropy import _mean_compute
 
@@ -44,8 +45,7 @@ class AttentionEntropy(Metric):
 
     def __init__(self, normalize: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+        check_bool("normalize", normalize)
         self.normalize = normalize
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")

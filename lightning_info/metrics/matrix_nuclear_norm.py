@@ -8,15 +8,19 @@ from torch import Tensor
 
 from lightning_info._internal.validation import check_choice
 from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.functional.nuclear_norm import matrix_nuclear_norm
+from lightning_info.metrics.functional.nuclear_norm import MODES, matrix_nuclear_norm
 
 
 class MatrixNuclearNorm(SampleMetric):
-    r"""Matrix Nuclear-Norm (Li et al. 2024) of all representations seen: :math:`\|\hat Z\|_*/N`.
+    r"""Matrix Nuclear-Norm (Li et al. 2024) of all representations seen.
 
-    ``mode="fast"`` uses the paper's :math:`L_{1,2}` approximation (sum of the ``min(N, d)`` largest column norms of
-    the centred, row-normalised :math:`\hat Z`), ``mode="exact"`` the singular values; see
-    :func:`~lightning_info.metrics.functional.matrix_nuclear_norm` for how they differ.
+    .. math:: \mathrm{exact}: \frac{1}{N}\sum_{i=1}^{D}\sigma_i(\hat Z),\qquad
+              \mathrm{fast}: \frac{1}{N}\sum_{j=1}^{D}\|\hat Z_{:,(j)}\|_2,\qquad D = \min(N, d),
+
+    :math:`\hat Z` the centred, row-normalised representations and :math:`\hat Z_{:,(j)}` its ``j``-th largest
+    column (the paper's :math:`L_{1,2}` approximation, no SVD); see
+    :func:`~lightning_info.metrics.functional.matrix_nuclear_norm` for how the two differ. Rows are stored
+    (``"cat"`` state, at most ``max_samples`` per process).
 
     Args:
         mode: ``"fast"`` or ``"exact"``.
@@ -24,7 +28,8 @@ class MatrixNuclearNorm(SampleMetric):
         kwargs: forwarded to :class:`torchmetrics.Metric`.
 
     Raises:
-        ValueError: on an unknown ``mode`` or a bad ``max_samples``; ``update``/``compute`` raise like the functional.
+        ValueError: on an unknown ``mode`` or a bad ``max_samples``; ``update`` raises on a wrong rank, NaN/Inf or a
+            change in the number of features, ``compute`` with fewer than 2 rows.
 
     Example:
         >>> import torch
@@ -35,15 +40,17 @@ class MatrixNuclearNorm(SampleMetric):
         0.7071
     """
 
+    is_differentiable = False
     higher_is_better = None
+    full_state_update = False
 
     def __init__(self, mode: str = "fast", max_samples: int | None = None, **kwargs: Any) -> None:
         super().__init__(max_samples=max_samples, **kwargs)
-        self.mode = check_choice("mode", mode, ("fast", "exact"))
+        self.mode = check_choice("mode", mode, MODES)
 
     def update(self, z: Tensor) -> None:
         """Add a batch of ``(N, d)`` representations."""
-        self._store(z)
+        self._store(samples=self._features("z", z))
 
     def compute(self) -> Tensor:
         return matrix_nuclear_norm(self._gathered(), mode=self.mode)

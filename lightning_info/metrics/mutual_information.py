@@ -140,6 +140,30 @@ class MutualInformationEstimator(nn.Module):
             self.mine_ema_set.fill_(True)
         return bound
 
+    def fit(
+        self,
+        x: Tensor,
+        y: Tensor,
+        optimizer: torch.optim.Optimizer,
+        steps: int,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Train the critic for ``steps`` updates on minibatches of ``batch_size`` random rows of ``(x, y)``.
+
+        Each update maximises the bound (``loss = -self(x_batch, y_batch)``); rows are drawn without replacement
+        within a minibatch, with ``generator`` (CPU). Leaves the module in training mode. Only the critic's
+        parameters get gradients: pass detached inputs.
+        """
+        self.train()
+        n = x.shape[0]
+        for _ in range(steps):
+            index = torch.randperm(n, generator=generator)[:batch_size].to(x.device)
+            loss = -self(x[index], y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
 
 def estimate_mutual_information(
     x: Tensor,
@@ -214,13 +238,7 @@ def estimate_mutual_information(
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator).to(x.device)
     train, held_out = order[n_eval:], order[:n_eval]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        index = train[torch.randperm(n - n_eval, generator=generator)[:batch_size].to(x.device)]
-        loss = -model(x[index], y[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    model.fit(x[train], y[train], torch.optim.Adam(model.parameters(), lr=lr), steps, batch_size, generator)
     model.eval()
     total = 0.0
     with torch.no_grad():

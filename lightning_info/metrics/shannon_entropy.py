@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_info.metrics.functional._utils import log_base
+from lightning_info.metrics.functional._utils import check_bool, log_base
 from lightning_info.metrics.functional.entropy import _mean_compute, _shannon_entropy_update
 
 
@@ -46,8 +46,7 @@ class ShannonEntropy(Metric):
 
     def __init__(self, from_logits: bool = False, base: float | str = "e", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(from_logits, bool):
-            raise TypeError(f"from_logits must be a bool, got {type(from_logits).__name__}")
+        check_bool("from_logits", from_logits)
         log_base(base)
         self.from_logits = from_logits
         self.base = base

@@ -7,14 +7,17 @@ from typing import Any
 from torch import Tensor
 
 from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.functional._utils import check_order
+from lightning_info.metrics.functional._utils import check_bool, check_order
 from lightning_info.metrics.functional.vendi import vendi_score
 
 
 class VendiScore(SampleMetric):
-    r"""Vendi Score (Friedman & Dieng 2023) of all samples seen: :math:`\exp H_q(\lambda(K/N))`, cosine kernel.
+    r"""Vendi Score (Friedman & Dieng 2023) of order ``q`` of all samples seen, with the cosine kernel.
 
-    See :func:`~lightning_info.metrics.functional.vendi_score`. Rows are stored (``"cat"`` state, at most
+    .. math:: \mathrm{VS}_q = \exp\Big(\frac{1}{1-q}\log\sum_i\lambda_i^q\Big),\qquad \lambda = \mathrm{eig}(K/N),
+
+    :math:`K_{ij}` the cosine similarity of samples ``i`` and ``j`` (see
+    :func:`~lightning_info.metrics.functional.vendi_score`). Rows are stored (``"cat"`` state, at most
     ``max_samples`` per process); the score is computed on all of them through the d x d dual when ``d < N``.
 
     Args:
@@ -24,7 +27,9 @@ class VendiScore(SampleMetric):
         kwargs: forwarded to :class:`torchmetrics.Metric`.
 
     Raises:
-        ValueError: on a bad ``q`` or ``max_samples``; ``update``/``compute`` raise like the functional.
+        TypeError: if ``normalize`` is not a bool.
+        ValueError: on a bad ``q`` or ``max_samples``; ``update`` raises on a wrong rank, NaN/Inf or a change in the
+            number of features, ``compute`` like the functional (fewer than 2 rows, a zero row).
 
     Example:
         >>> import torch
@@ -35,18 +40,18 @@ class VendiScore(SampleMetric):
         3.0
     """
 
+    is_differentiable = False
     higher_is_better = True
+    full_state_update = False
 
     def __init__(self, q: float = 1.0, normalize: bool = True, max_samples: int | None = None, **kwargs: Any) -> None:
         super().__init__(max_samples=max_samples, **kwargs)
         self.q = check_order("q", q)
-        if not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-        self.normalize = normalize
+        self.normalize = check_bool("normalize", normalize)
 
     def update(self, x: Tensor) -> None:
         """Add a batch of ``(N, d)`` features."""
-        self._store(x)
+        self._store(samples=self._features("x", x))
 
     def compute(self) -> Tensor:
         return vendi_score(self._gathered(), q=self.q, normalize=self.normalize)

@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import numpy as np
@@ -9,14 +10,17 @@ from lightning_info.metrics.functional import diffusion_spectral_entropy, diffus
 
 
 def _reference_dse(z: np.ndarray, sigma: float = 10.0, t: float = 1.0) -> float:
-    """Random-walk matrix P = D^-1 G (non-symmetric, general eigen-solver), explicit loops for the kernel, bits."""
+    """Random-walk matrix P = D^-1 G (non-symmetric, general eigen-solver), explicit loops for the kernel, bits.
+
+    Every eigenvalue of P counts, the trivial lambda_1 = 1 included (the paper's sum over i = 1..N).
+    """
     n = z.shape[0]
     g = np.empty((n, n))
     for i in range(n):
         for j in range(n):
             g[i, j] = math.exp(-np.sum((z[i] - z[j]) ** 2) / (2 * sigma**2))
     p = g / g.sum(axis=1, keepdims=True)
-    eig = np.sort(np.linalg.eigvals(p).real)[::-1][1:]
+    eig = np.linalg.eigvals(p).real
     powered = np.abs(eig) ** t
     if powered.sum() == 0:
         return 0.0
@@ -34,10 +38,13 @@ def test_dse_matches_brute_force(sigma: float, t: float) -> None:
 
 def test_dse_properties() -> None:
     n = 9
-    far_apart = 1000.0 * torch.eye(n)
-    assert diffusion_spectral_entropy(far_apart).item() == pytest.approx(math.log2(n - 1))
-    assert diffusion_spectral_entropy(far_apart, base="e").item() == pytest.approx(math.log(n - 1))
-    assert diffusion_spectral_entropy(torch.zeros(4, 3)).item() == 0.0  # identical points: empty spectrum
+    far_apart = 1000.0 * torch.eye(n)  # P = I: N equal eigenvalues
+    assert diffusion_spectral_entropy(far_apart).item() == pytest.approx(math.log2(n))
+    assert diffusion_spectral_entropy(far_apart, base="e").item() == pytest.approx(math.log(n))
+    assert diffusion_spectral_entropy(torch.zeros(4, 3)).item() == 0.0  # identical points: P = 11^T / N, rank 1
+    # two tight clusters far apart: P is block-constant, two eigenvalues 1 -> 1 bit
+    two = torch.cat([torch.zeros(5, 2), torch.full((5, 2), 1000.0)])
+    assert diffusion_spectral_entropy(two).item() == pytest.approx(1.0)
     # the paper's claim: DSE tracks intrinsic dimension, with 32-d ambient noise
     torch.manual_seed(0)
     values = []
@@ -47,12 +54,17 @@ def test_dse_properties() -> None:
     assert values == sorted(values) and values[-1] - values[0] > 3.0
 
 
-def test_subsampling_cap_is_seeded() -> None:
+def test_subsampling_cap_is_seeded_and_defaults_to_the_papers() -> None:
     z = torch.randn(60, 3)
     a = diffusion_spectral_entropy(z, max_samples=20, seed=1)
     torch.testing.assert_close(a, diffusion_spectral_entropy(z, max_samples=20, seed=1))
     assert a.item() != diffusion_spectral_entropy(z, max_samples=20, seed=2).item()
     torch.testing.assert_close(diffusion_spectral_entropy(z, max_samples=60), diffusion_spectral_entropy(z))
+    torch.testing.assert_close(diffusion_spectral_entropy(z, max_samples=None), diffusion_spectral_entropy(z))
+    index = torch.randperm(60, generator=torch.Generator().manual_seed(1))[:20]  # the subset is uniform, seeded
+    torch.testing.assert_close(a, diffusion_spectral_entropy(z[index], max_samples=None))
+    for fn in (diffusion_spectral_entropy, diffusion_spectral_mutual_information):
+        assert inspect.signature(fn).parameters["max_samples"].default == 10_000  # the authors' max_N
 
 
 def test_dsmi_plain_matches_brute_force() -> None:
@@ -82,8 +94,10 @@ def test_dsmi_informative_vs_random_labels() -> None:
 @pytest.mark.parametrize(
     ("labels", "kwargs", "error", "match"),
     [
-        (torch.tensor([0, 1, -1, 0]), {}, ValueError, ">= 0"),
-        (torch.tensor([0, 1, 1]), {}, ValueError, "one entry per row"),
+        (torch.tensor([0, 1, -1, 0]), {}, ValueError, "labels must be >= 0, got -1"),
+        (torch.tensor([0, 1, 1]), {}, ValueError, "one entry per sample"),
+        (torch.tensor([[0, 1, 1, 0]]), {}, ValueError, "1 dimensions"),
+        (torch.tensor([0, 1, 1, 0]), {"matched_subsets": 1}, TypeError, "matched_subsets must be a bool"),
         (torch.tensor([0.0, 1.0, 1.0, 0.0]), {}, TypeError, "integer"),
         (torch.tensor([0, 1, 1, 0]), {"sigma": 0.0}, ValueError, "sigma"),
         (torch.tensor([0, 1, 1, 0]), {"num_repetitions": 0}, ValueError, "num_repetitions"),
@@ -97,6 +111,7 @@ def test_dsmi_errors(labels: torch.Tensor, kwargs: dict, error: type, match: str
 def test_metrics_match_functional() -> None:
     z, labels = torch.randn(24, 5) * 5, torch.randint(0, 3, (24,))
     dse, dsmi = DiffusionSpectralEntropy(t=2), DiffusionSpectralMutualInformation(num_repetitions=2)
+    assert (dse.higher_is_better, dsmi.higher_is_better) == (None, True)
     for chunk in (slice(0, 10), slice(10, 24)):
         dse.update(z[chunk])
         dsmi.update(z[chunk], labels[chunk])
@@ -104,3 +119,10 @@ def test_metrics_match_functional() -> None:
     torch.testing.assert_close(dsmi.compute(), diffusion_spectral_mutual_information(z, labels, num_repetitions=2))
     with pytest.raises(ValueError, match="labels"):
         dsmi.update(z[:3], labels[:2])
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        dsmi.update(z[:2], labels[:2].float())
+    capped = DiffusionSpectralMutualInformation(max_samples=10)
+    with pytest.warns(UserWarning, match="keeps the first max_samples=10 rows"):
+        for chunk in (slice(0, 8), slice(8, 16)):
+            capped.update(z[chunk], labels[chunk])
+    torch.testing.assert_close(capped.compute(), diffusion_spectral_mutual_information(z[:10], labels[:10]))

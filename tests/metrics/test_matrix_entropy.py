@@ -38,6 +38,22 @@ def test_rank_one_is_zero_and_isotropic_is_log_rank(alpha: float) -> None:
     assert matrix_entropy(isotropic, alpha=alpha).item() == pytest.approx(math.log(4), rel=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(30, 8), (6, 20)])
+def test_center_gives_wei_et_al_covariance_entropy(shape: tuple[int, int]) -> None:
+    """Wei et al. 2024: centre, L2-normalise rows, Sigma = Z^T Z / N (d x d), SVD of Sigma / tr Sigma, von Neumann."""
+    z = np.random.default_rng(3).normal(size=shape) + 2.0
+    centred = z - z.mean(axis=0)
+    zn = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    cov = zn.T @ zn / shape[0]
+    s = np.linalg.svd(cov / np.trace(cov), compute_uv=False)
+    s = s[s > 1e-12]
+    got = matrix_entropy(torch.from_numpy(z), center=True).item()
+    assert got == pytest.approx(float(-np.sum(s * np.log(s))), rel=1e-10)
+    assert matrix_entropy(torch.from_numpy(z)).item() < got - 0.1  # the common offset of 2 dominates uncentred
+    with pytest.raises(TypeError, match="center must be a bool"):
+        matrix_entropy(torch.from_numpy(z), center=1)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_low_precision_inputs(dtype: torch.dtype) -> None:
     z = torch.randn(20, 6)
@@ -65,14 +81,16 @@ def test_metric_concatenates_and_caps() -> None:
     torch.manual_seed(0)
     a, b = torch.randn(7, 5), torch.randn(6, 5)
     metric = MatrixEntropy(alpha=2.0)
+    assert (metric.is_differentiable, metric.higher_is_better, metric.full_state_update) == (False, None, False)
     metric.update(a)
     metric.update(b.to(torch.bfloat16))
     expected = matrix_entropy(torch.cat([a, b.to(torch.bfloat16).float()]), alpha=2.0)
     torch.testing.assert_close(metric.compute(), expected)
     capped = MatrixEntropy(max_samples=9)
     capped.update(a)
+    with pytest.warns(UserWarning, match="keeps the first max_samples=9 rows per process"):
+        capped.update(b)  # 4 of its 6 rows are beyond the cap: dropped
     capped.update(b)
-    capped.update(b)  # beyond the cap: dropped
     torch.testing.assert_close(capped.compute(), matrix_entropy(torch.cat([a, b[:2]])))
     with pytest.raises(ValueError, match="features"):
         capped.update(torch.randn(2, 4))

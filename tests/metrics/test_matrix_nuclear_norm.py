@@ -47,6 +47,16 @@ def test_fast_upper_bounds_exact_and_is_exact_for_orthogonal_columns() -> None:
     assert matrix_nuclear_norm(orthogonal).item() == pytest.approx(3 * math.sqrt(2) / 6)
 
 
+def test_a_row_at_the_mean_contributes_nothing() -> None:
+    # rows a, -a, 0: centred they are unchanged and the zero row has no direction (F.normalize keeps it at 0)
+    a = torch.tensor([[3.0, 4.0, 0.0]], dtype=torch.float64)
+    z = torch.cat([a, -a, torch.zeros(1, 3, dtype=torch.float64)])
+    unit = a / 5.0  # both nonzero rows are +-unit: columns norms sqrt(2) * |unit_j|
+    expected_fast = float(math.sqrt(2) * unit.abs().sum()) / 3
+    assert matrix_nuclear_norm(z).item() == pytest.approx(expected_fast, rel=1e-12)
+    assert matrix_nuclear_norm(z, mode="exact").item() == pytest.approx(math.sqrt(2) / 3, rel=1e-12)  # rank 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs(dtype: torch.dtype) -> None:
     z = torch.randn(30, 8).to(dtype)
@@ -60,8 +70,11 @@ def test_errors() -> None:
         matrix_nuclear_norm(torch.randn(3, 2), mode="approx")
     with pytest.raises(ValueError, match="at least 2 rows"):
         matrix_nuclear_norm(torch.randn(1, 2))
-    with pytest.raises(ValueError, match="NaN"):
-        matrix_nuclear_norm(torch.tensor([[float("nan"), 1.0], [0.0, 1.0]]))
+    for mode in ("fast", "exact"):
+        with pytest.raises(ValueError, match="NaN"):
+            matrix_nuclear_norm(torch.tensor([[float("nan"), 1.0], [0.0, 1.0]]), mode=mode)
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            matrix_nuclear_norm(torch.tensor([[float("inf"), 1.0], [0.0, 1.0], [1.0, 1.0]]).half(), mode=mode)
     with pytest.raises(ValueError, match="dimensions"):
         matrix_nuclear_norm(torch.randn(2, 2, 2))
 
@@ -70,6 +83,7 @@ def test_metric_matches_functional() -> None:
     a, b = torch.randn(5, 4), torch.randn(9, 4)
     for mode in ("fast", "exact"):
         metric = MatrixNuclearNorm(mode=mode)
+        assert (metric.is_differentiable, metric.higher_is_better, metric.full_state_update) == (False, None, False)
         metric.update(a)
         metric.update(b)
         torch.testing.assert_close(metric.compute(), matrix_nuclear_norm(torch.cat([a, b]), mode=mode))

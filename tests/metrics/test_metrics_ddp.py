@@ -28,6 +28,8 @@ class Module(LightningModule):
                 metric.update(attn, mask="causal")
             elif name == "shannon":
                 metric.update(z[:, :4])  # logits
+            elif name.startswith("cs_"):
+                metric.update(z[:, :3], z[:, 3:])
             else:
                 metric.update(z)
 
@@ -54,6 +56,8 @@ def make_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def make_metrics() -> torch.nn.ModuleDict:
     from lightning_info.metrics import (
         AttentionEntropy,
+        CauchySchwarzDivergence,
+        CauchySchwarzQMI,
         DiffusionSpectralEntropy,
         DiffusionSpectralMutualInformation,
         MatrixEntropy,
@@ -71,6 +75,8 @@ def make_metrics() -> torch.nn.ModuleDict:
             "vendi": VendiScore(q=0.5),
             "dse": DiffusionSpectralEntropy(),
             "dsmi": DiffusionSpectralMutualInformation(matched_subsets=False),
+            "cs_divergence": CauchySchwarzDivergence(sigma=4.0),
+            "cs_qmi": CauchySchwarzQMI(sigma_x="median", sigma_z="median"),
         }
     )
 
@@ -84,6 +90,8 @@ def test_synced_values_equal_single_process(tmp_path: Path) -> None:
     single["shannon"].update(z[:, :4])
     single["attention"].update(attn, mask="causal")
     single["dsmi"].update(z, labels)
+    for name in ("cs_divergence", "cs_qmi"):
+        single[name].update(z[:, :3], z[:, 3:])
     for name in ("matrix_entropy", "nuclear", "vendi", "dse"):
         single[name].update(z)
     for rank in (0, 1):

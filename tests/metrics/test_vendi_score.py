@@ -41,6 +41,10 @@ def test_properties_and_unnormalised_input() -> None:
     assert vendi_score(x.to(torch.bfloat16)).dtype == torch.float64
     values = [vendi_score(x, q=q).item() for q in (0.5, 1.0, 2.0, math.inf)]
     assert values == sorted(values, reverse=True)  # Renyi entropies decrease with the order
+    # rows too large to square in float64 (|x|^2 overflows): the cosine kernel is scale-free, so the same score
+    torch.testing.assert_close(vendi_score(x * 1e200), vendi_score(x))
+    with pytest.raises(TypeError, match="normalize must be a bool"):
+        vendi_score(x, normalize=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -51,6 +55,8 @@ def test_properties_and_unnormalised_input() -> None:
         (torch.randn(3, 2), {"q": -1.0}, "q"),
         (torch.randn(1, 2), {}, "at least 2 rows"),
         (torch.tensor([[float("nan"), 0.0], [1.0, 0.0]]), {}, "NaN"),
+        (torch.tensor([[float("inf"), 0.0], [1.0, 0.0]], dtype=torch.float64), {}, "NaN or Inf"),
+        (torch.randn(3), {}, "2 dimensions"),
     ],
 )
 def test_errors(x: torch.Tensor, kwargs: dict, match: str) -> None:
@@ -61,6 +67,8 @@ def test_errors(x: torch.Tensor, kwargs: dict, match: str) -> None:
 def test_metric_matches_functional() -> None:
     a, b = torch.randn(30, 6), torch.randn(10, 6)
     metric = VendiScore(q=2.0, max_samples=35)
+    assert (metric.is_differentiable, metric.higher_is_better, metric.full_state_update) == (False, True, False)
     metric.update(a)
-    metric.update(b)
+    with pytest.warns(UserWarning, match="keeps the first max_samples=35 rows"):
+        metric.update(b)
     torch.testing.assert_close(metric.compute(), vendi_score(torch.cat([a, b[:5]]), q=2.0))

@@ -37,6 +37,34 @@ def check_samples(name: str, z: object) -> Tensor:
     return check_finite(name, z.to(torch.float64))
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError`` naming the argument."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def check_labels(name: str, labels: object, num_rows: int, num_classes: int | None = None) -> Tensor:
+    """Check ``(num_rows,)`` integer class labels in ``[0, num_classes)`` (``>= 0`` without ``num_classes``).
+
+    Raises:
+        TypeError: if ``labels`` is not an integer tensor.
+        ValueError: on a wrong shape or a label out of range (the message gives the offending value).
+    """
+    labels = check_tensor(name, labels, ndim=1, floating=False)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+    if labels.shape[0] != num_rows:
+        raise ValueError(f"{name} must have one entry per sample ({num_rows}), got shape {tuple(labels.shape)}")
+    if labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0:
+            raise ValueError(f"{name} must be >= 0, got {low}")
+        if num_classes is not None and high >= num_classes:
+            raise ValueError(f"{name} must be < num_classes ({num_classes}), got {high}")
+    return labels
+
+
 def log_base(base: float | str) -> float:
     """Return ``log(base)``, the divisor turning nats into units of ``base`` (``"e"``: nats, 2: bits)."""
     if base == "e":

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from lightning_info._internal.validation import check_tensor
-from lightning_info.metrics.functional._utils import plogp_entropy, upcast
+from lightning_info.attention.functional import head_entropy_totals, max_attention_entropy
+from lightning_info.metrics.functional._utils import check_bool, plogp_entropy, upcast
 
 __all__ = ["attention_entropy"]
 
@@ -42,8 +43,7 @@ def _attention_entropy_update(
     Returns two float64 tensors of shape ``(H,)`` for 4-D input or ``(L, H)`` for 5-D input.
     """
     check_tensor("attn_probs", attn_probs, ndim=(4, 5))
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    check_bool("normalize", normalize)
     if bool((attn_probs < 0).any()):
         raise ValueError("attn_probs must hold probabilities (no negative entries); pass softmax outputs")
     p = upcast(attn_probs, torch.float64)
@@ -55,14 +55,9 @@ def _attention_entropy_update(
         p = p.masked_fill(~valid, 0.0)
         row_entropy = plogp_entropy(p, dim=-1)
         num_keys = valid.expand(p.shape).sum(dim=-1).to(torch.float64)
-    if normalize:
-        counted = num_keys >= 2  # a row with one key has entropy 0 and maximum 0: left out
-        row_entropy = row_entropy / num_keys.clamp_min(2.0).log()
-    else:
-        counted = num_keys >= 1  # fully masked rows (padded queries) are left out
-    row_entropy = torch.where(counted, row_entropy, torch.zeros_like(row_entropy))
-    # rows are (..., B, H, Lq): reduce over the batch and query dims
-    return row_entropy.sum(dim=(-3, -1)), counted.to(torch.float64).sum(dim=(-3, -1))
+    # rows are (..., B, H, Lq): fully masked rows (padded queries) are left out, and with normalize also rows with
+    # a single key (entropy and maximum both 0)
+    return head_entropy_totals(row_entropy, max_attention_entropy(num_keys), num_keys >= 1, normalize)
 
 
 def attention_entropy(attn_probs: Tensor, mask: Tensor | str | None = None, normalize: bool = False) -> Tensor:

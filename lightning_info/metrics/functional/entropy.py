@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from lightning_info._internal.validation import check_int, check_tensor
-from lightning_info.metrics.functional._utils import log_base, plogp_entropy, upcast
+from lightning_info.metrics.functional._utils import check_bool, log_base, plogp_entropy, upcast
 
 __all__ = ["shannon_entropy"]
 
@@ -64,8 +64,7 @@ def shannon_entropy(x: Tensor, dim: int = -1, from_logits: bool = False, base: f
     if x.ndim == 0:
         raise ValueError("x must have at least 1 dimension (the categories), got a 0-dimensional tensor")
     dim = _check_dim(x, dim)
-    if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be a bool, got {type(from_logits).__name__}")
+    check_bool("from_logits", from_logits)
     scale = log_base(base)
     if from_logits:
         log_p = torch.log_softmax(upcast(x), dim=dim)

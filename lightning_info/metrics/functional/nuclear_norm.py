@@ -7,9 +7,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from lightning_info._internal.validation import check_choice, check_tensor
-from lightning_info.metrics.functional._utils import upcast
+from lightning_info.metrics.functional._utils import check_finite, upcast
 
 __all__ = ["matrix_nuclear_norm"]
+
+MODES = ("fast", "exact")
+_EPS = 1e-12  # the row-norm floor of ``F.normalize``
 
 
 def matrix_nuclear_norm(z: Tensor, mode: str = "fast") -> Tensor:
@@ -49,14 +52,24 @@ def matrix_nuclear_norm(z: Tensor, mode: str = "fast") -> Tensor:
         >>> round(float(matrix_nuclear_norm(z)), 4), round(float(matrix_nuclear_norm(z, mode="exact")), 4)
         (0.7071, 0.7071)
     """
-    check_tensor("z", z, ndim=2, min_rows=2)
-    check_choice("mode", mode, ("fast", "exact"))
+    check_tensor("z", z, ndim=2, min_rows=2, finite=False)
+    check_choice("mode", mode, MODES)
     n, d = z.shape
-    zf = upcast(z, torch.float64 if mode == "exact" else None)
-    zf = F.normalize(zf - zf.mean(dim=0, keepdim=True), dim=1)
     if mode == "exact":
-        return torch.linalg.svdvals(zf).sum() / n
-    column_norms = torch.linalg.vector_norm(zf, dim=0)
+        return torch.linalg.svdvals(_centred_unit_rows(check_finite("z", z).to(torch.float64))).sum() / n
+    # column norms of the centred, row-normalised matrix without forming it: ||Z_j||^2 = sum_i c_ij^2 / ||c_i||^2
+    zf = upcast(z)
+    squares = (zf - zf.mean(dim=0, keepdim=True)).square_()
+    inverse_sq_row_norms = squares.sum(dim=1).clamp_min_(_EPS**2).reciprocal_()  # F.normalize's eps: zero rows stay 0
+    column_norms = (inverse_sq_row_norms @ squares).sqrt_()
     if n < d:
         column_norms = torch.topk(column_norms, n, sorted=False).values
-    return column_norms.sum() / n
+    value = column_norms.sum() / n
+    if not bool(torch.isfinite(value)):  # a NaN/Inf in z reaches the value: no extra pass over z when it is finite
+        check_finite("z", z)
+    return value
+
+
+def _centred_unit_rows(z: Tensor) -> Tensor:
+    """Remove the column means, then L2-normalise the rows (zero rows stay zero)."""
+    return F.normalize(z - z.mean(dim=0, keepdim=True), dim=1, eps=_EPS)

@@ -1,0 +1,77 @@
+"""W&B figures of :class:`~lightning_info.callbacks.InformationMonitor`: layer-by-metric heatmap, information plane.
+
+``wandb`` and ``matplotlib`` are imported here only, when a figure is logged. Without matplotlib the heatmap
+image is skipped (the same numbers still go to the ``info/metrics_table`` table).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+def metric_grid(latest: Mapping[str, float], layers: Sequence[str]) -> tuple[list[str], list[str], list[list[float]]]:
+    """``(layers, metric names, values)`` of the ``info/<layer>/<metric>`` keys; missing pairs are NaN.
+
+    Layers keep the order of ``layers`` (then any other layer found in the keys); metric names are sorted.
+    """
+    found = [key.split("/")[1] for key in latest]
+    rows = [layer for layer in layers if layer in found] + sorted(set(found) - set(layers))
+    names = sorted({key.rsplit("/", 1)[1] for key in latest})
+    return rows, names, [[latest.get(f"info/{layer}/{name}", math.nan) for name in names] for layer in rows]
+
+
+def _heatmap_image(rows: list[str], names: list[str], grid: list[list[float]], step: int) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import wandb
+
+    values = np.array(grid, dtype=float)
+    scale = np.nanmax(np.abs(values), axis=0, initial=0.0)  # one colour scale per metric (column)
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 0.5 * len(rows) + 1.5))
+    ax.imshow(values / np.where(scale > 0, scale, 1.0), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{values[i, j]:.3g}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_title(f"information metrics, step {step} (colour: value / column max |value|)")
+    fig.tight_layout()
+    image = wandb.Image(fig)
+    plt.close(fig)
+    return image
+
+
+def log_information_figures(
+    logger: WandbLogger,
+    latest: Mapping[str, float],
+    plane: Mapping[str, Sequence[Sequence[float]]],
+    layers: Sequence[str],
+    step: int,
+) -> None:
+    """Log ``info/metrics_table``, ``info/heatmap`` (with matplotlib) and, when ``plane`` has points, ``info/plane``.
+
+    ``plane`` maps a layer to its ``[step, I(X;T), I(T;Y)]`` points; the scatter shows every layer's trajectory.
+    """
+    import wandb
+
+    rows, names, grid = metric_grid(latest, layers)
+    table = [[row, *values] for row, values in zip(rows, grid, strict=True)]
+    payload: dict[str, Any] = {
+        "info/metrics_table": wandb.Table(columns=["layer", *names], data=table),
+        "trainer/global_step": step,
+    }
+    if importlib.util.find_spec("matplotlib") is not None:
+        payload["info/heatmap"] = _heatmap_image(rows, names, grid, step)
+    points = [[layer, int(s), ixt, ity] for layer, layer_points in plane.items() for s, ixt, ity in layer_points]
+    if points:
+        trajectory = wandb.Table(columns=["layer", "step", "I(X;T)", "I(T;Y)"], data=points)
+        payload["info/plane"] = wandb.plot.scatter(trajectory, "I(X;T)", "I(T;Y)", title="information plane (nats)")
+    logger.experiment.log(payload)
