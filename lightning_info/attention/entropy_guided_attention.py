@@ -1,12 +1,14 @@
-r"""Multi-head attention with a learnable temperature per head that records the entropy of its attention rows.
+r"""Multi-head attention with a learnable softmax temperature that records the entropy of its attention rows.
 
-Jha & Reagen, "Entropy-Guided Attention for Private LLMs" (2025), parameterise the attention of head :math:`h` with a
-learnable temperature :math:`t_h`,
+Jha & Reagen, "Entropy-Guided Attention for Private LLMs" (2025), Sec. 4 and Appendix A, give every softmax of head
+:math:`h` a learnable temperature (their :math:`t \in \mathbb{R}^{H \times T}`, one per head and query position
+:math:`i`):
 
-.. math:: \mathbf{A}^{(h)} = \operatorname{softmax}\!\Big(\frac{\mathbf{Q}^{(h)} \mathbf{K}^{(h)\top}}{t_h \sqrt{d_k}}
-    + \mathbf{M}\Big), \qquad \text{output} = \operatorname{concat}_h(\mathbf{A}^{(h)} \mathbf{V}^{(h)})\,W_O,
+.. math:: a^{(h)}_{ij}(t) = \operatorname{softmax}_j\!\Big(\frac{(X_i W_Q)(X_j W_K)^\top}{t_{h,i} \sqrt{d_k}}
+    + M_{ij}\Big), \qquad \text{output} = \operatorname{concat}_h(\mathbf{A}^{(h)} X W_V)\,W_O,
 
-and regularise the Shannon entropy of every attention row (see :mod:`lightning_info.losses.entropy_regularizer`).
+so :math:`t > 1` spreads a row (raises its entropy) and :math:`t < 1` sharpens it. The row entropies feed the
+regularizer of :mod:`lightning_info.losses.functional.entropy_regularizer`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_info._internal.validation import check_int, check_range
-from lightning_info.attention.functional import merge_attention_masks, row_entropy_bounds
+from lightning_info.attention.functional import merge_attention_masks, mha_mask_views, row_entropy_bounds
 
 __all__ = ["EntropyGuidedAttention"]
 
 _EXTRA_PARAMETERS = ("log_temperature", "entropy_threshold")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _keep_module_call(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -32,11 +35,13 @@ def _keep_module_call(module: nn.Module, args: tuple[Any, ...]) -> None:
 
 
 class EntropyGuidedAttention(nn.MultiheadAttention):
-    r"""Drop-in ``nn.MultiheadAttention`` with learnable per-head temperature :math:`t_h` and row-entropy recording.
+    r"""Drop-in ``nn.MultiheadAttention`` with a learnable softmax temperature :math:`t` and row-entropy recording.
 
     It subclasses ``nn.MultiheadAttention``: same constructor arguments (minus ``add_bias_kv``/``add_zero_attn``),
     parameter names, forward signature and return value, so ``load_state_dict`` from an ``nn.MultiheadAttention``
-    works (the two extra parameters keep their initial values when absent) and, at :math:`t_h = 1`, outputs match.
+    works (the two extra parameters keep their initial values when absent) and, at :math:`t = 1`, outputs and
+    gradients match. Inside ``nn.TransformerEncoderLayer`` the fused inference path is never taken (it would skip
+    this module); in ``nn.TransformerEncoder`` build it with ``enable_nested_tensor=False`` (the callback does).
 
     Each forward stores, for the regularizer and the monitors:
 
@@ -57,11 +62,15 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
         vdim: value feature size (default ``embed_dim``).
         batch_first: inputs are ``(batch, seq, feature)`` (default here ``True``; ``nn.MultiheadAttention``'s is
             ``False``: pass ``batch_first=False`` for its layout).
-        learnable_temperature: train :math:`t_h` (parameterised as :math:`t_h = e^{\tau_h}`, so it stays positive).
-        temperature_init: initial :math:`t_h` (> 0).
-        threshold_init: initial entropy threshold :math:`\theta_h` (fraction of the maximal entropy, in [0, 1]) used
-            by :class:`~lightning_info.losses.EntropyRegularizer`.
-        learnable_threshold: train :math:`\theta_h` (the paper learns one per head; only do this together with the
+        learnable_temperature: train :math:`t` (parameterised as :math:`t = e^{\tau}` so it stays positive; the
+            paper does not say how it keeps :math:`t > 0`).
+        temperature_init: initial :math:`t` (> 0). 1 makes the module equal to ``nn.MultiheadAttention``; the paper
+            initialises :math:`t` to 1e-2 (CodeParrot) and 1e-1 (Languini).
+        temperature_positions: ``None``: one temperature per head, shape ``(heads,)``; an int ``T``: the paper's
+            :math:`t \in \mathbb{R}^{H \times T}`, one per head and query position (then at most ``T`` queries).
+        threshold_init: initial entropy threshold :math:`\theta_h` (the paper's ``reg_threshold_weights``, a fraction
+            of the maximal entropy, in [0, 1]) used by :class:`~lightning_info.losses.EntropyRegularizer`.
+        learnable_threshold: train :math:`\theta_h` (the paper learns one per head and layer; only with the
             regularizer, otherwise it receives no gradient).
         record_entropy: compute and store the row entropies in every forward.
         device: parameter device.
@@ -69,7 +78,8 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
 
     Raises:
         ValueError: ``embed_dim`` not divisible by ``num_heads``, non-positive ``temperature_init``,
-            ``threshold_init`` outside [0, 1], or a mask of the wrong shape in ``forward``.
+            ``threshold_init`` outside [0, 1], or, in ``forward``, a mask of the wrong shape, more queries than
+            ``temperature_positions`` or nested-tensor inputs.
 
     Example:
         >>> attn = EntropyGuidedAttention(16, num_heads=4)
@@ -94,6 +104,7 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
         batch_first: bool = True,
         learnable_temperature: bool = True,
         temperature_init: float = 1.0,
+        temperature_positions: int | None = None,
         threshold_init: float = 0.5,
         learnable_threshold: bool = False,
         record_entropy: bool = True,
@@ -108,14 +119,18 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
             )
         check_range("dropout", dropout, 0.0, 1.0)
         check_range("temperature_init", temperature_init, 0.0, low_inclusive=False)
+        if temperature_positions is not None:
+            temperature_positions = check_int("temperature_positions", temperature_positions, min_value=1)
         check_range("threshold_init", threshold_init, 0.0, 1.0)
         super().__init__(
             embed_dim, num_heads, dropout=dropout, bias=bias, kdim=kdim, vdim=vdim, batch_first=batch_first,
             device=device, dtype=dtype,
         )  # fmt: skip
         factory: dict[str, Any] = {"device": self.out_proj.weight.device, "dtype": self.out_proj.weight.dtype}
+        shape = (num_heads,) if temperature_positions is None else (num_heads, temperature_positions)
+        self.temperature_positions = temperature_positions
         self.log_temperature = nn.Parameter(
-            torch.full((num_heads,), math.log(temperature_init), **factory), requires_grad=learnable_temperature
+            torch.full(shape, math.log(temperature_init), **factory), requires_grad=learnable_temperature
         )
         self.entropy_threshold = nn.Parameter(
             torch.full((num_heads,), float(threshold_init), **factory), requires_grad=learnable_threshold
@@ -126,8 +141,19 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
 
     @property
     def temperature(self) -> Tensor:
-        r"""Per-head temperatures :math:`t_h = e^{\tau_h}`, shape ``(num_heads,)``."""
+        r"""Temperatures :math:`t = e^{\tau}`, shape ``(heads,)`` or ``(heads, temperature_positions)``."""
         return self.log_temperature.exp()
+
+    def row_temperature(self, num_queries: int) -> Tensor:
+        """Temperature of every head and query row, shape ``(heads, 1)`` or ``(heads, num_queries)``."""
+        if self.temperature_positions is None:
+            return self.temperature[:, None]
+        if num_queries > self.temperature_positions:
+            raise ValueError(
+                f"got {num_queries} queries but temperature_positions={self.temperature_positions} "
+                "(one temperature per query position)"
+            )
+        return self.temperature[:, :num_queries]
 
     def clear_entropy(self) -> None:
         """Drop the stored entropies (and the graph they hold)."""
@@ -150,6 +176,25 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
             if prefix + name in missing_keys:
                 missing_keys.remove(prefix + name)
 
+    def _project(self, query: Tensor, key: Tensor, value: Tensor, packed: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Input projections of ``(N, batch, feature)`` inputs, as ``(batch * heads, N, head_dim)`` tensors."""
+        bias = self.in_proj_bias
+        if packed and self._qkv_same_embed_dim:  # self-attention: one GEMM, as nn.MultiheadAttention does
+            q, k, v = F.linear(query, self.in_proj_weight, bias).unflatten(-1, (3, self.embed_dim)).unbind(-2)
+        else:
+            if self._qkv_same_embed_dim:
+                w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+            else:
+                w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+            b_q, b_k, b_v = bias.chunk(3) if bias is not None else (None, None, None)
+            q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        heads, head_dim = self.num_heads, self.head_dim
+
+        def split(t: Tensor) -> Tensor:
+            return t.reshape(t.shape[0], t.shape[1] * heads, head_dim).transpose(0, 1)
+
+        return split(q), split(k), split(v)
+
     def forward(
         self,
         query: Tensor,
@@ -163,10 +208,16 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
     ) -> tuple[Tensor, Tensor | None]:
         """Same arguments and return value as ``nn.MultiheadAttention.forward``.
 
-        ``is_causal=True`` without ``attn_mask`` builds the causal mask (``nn.MultiheadAttention`` raises instead).
+        As there, ``is_causal`` is a hint when ``attn_mask`` is given (the mask is used); without ``attn_mask`` it
+        builds the causal mask (``nn.MultiheadAttention`` raises instead).
         """
+        if query.is_nested or key.is_nested or value.is_nested:
+            raise ValueError(
+                "EntropyGuidedAttention does not take nested tensors; build nn.TransformerEncoder with "
+                "enable_nested_tensor=False (EntropyGuidedAttentionCallback switches it off)"
+            )
         batched = query.dim() == 3
-        self_attention = query is key
+        self_attention, packed = query is key, query is key and key is value
         if not batched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
             if key_padding_mask is not None:
@@ -177,39 +228,45 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
         n_q, bsz, _ = query.shape
         n_k = key.shape[0]
         heads, head_dim = self.num_heads, self.head_dim
-        mask = merge_attention_masks(
-            key_padding_mask,
-            attn_mask,
-            batch_size=bsz,
-            num_heads=self.num_heads,
-            num_queries=n_q,
-            num_keys=n_k,
-            is_causal=is_causal,
-            dtype=query.dtype if query.is_floating_point() else torch.float32,
-            device=query.device,
+        row_temperature = self.row_temperature(n_q)
+        padding, attn = mha_mask_views(
+            key_padding_mask, attn_mask, batch_size=bsz, num_heads=heads, num_queries=n_q, num_keys=n_k
         )
+        mask = merge_attention_masks(
+            padding, attn, num_queries=n_q, num_keys=n_k, is_causal=is_causal, device=query.device,
+            dtype=query.dtype if query.is_floating_point() else torch.float32,
+        )  # fmt: skip
 
-        if self._qkv_same_embed_dim:
-            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        else:
-            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
-        q = F.linear(query, w_q, b_q).reshape(n_q, bsz, heads, head_dim).permute(1, 2, 0, 3)
-        k = F.linear(key, w_k, b_k).reshape(n_k, bsz, heads, head_dim).permute(1, 2, 3, 0)
-        v = F.linear(value, w_v, b_v).reshape(n_k, bsz, heads, head_dim).permute(1, 2, 0, 3)
-
-        scale = (1.0 / math.sqrt(head_dim)) / self.temperature.to(q.dtype)
-        logits = (q * scale[:, None, None]) @ k  # (batch, heads, N_q, N_k)
+        q, k, v = self._project(query, key, value, packed)
+        # (batch * heads, N, head_dim) as in nn.functional.multi_head_attention_forward; the temperature scales q
+        scale = (1.0 / math.sqrt(head_dim)) / row_temperature.to(q.dtype)  # (heads, 1 or N_q)
+        q = (q.view(bsz, heads, n_q, head_dim) * scale[..., None]).view(bsz * heads, n_q, head_dim)
+        counts = None  # valid keys per row, before the mask is made finite
+        if self.record_entropy:
+            counts = torch.full((1, 1, n_q), n_k, device=q.device) if mask is None else (mask > -torch.inf).sum(-1)
         if mask is not None:  # finite: masked entries get p = 0 and log p finite, so p log p = 0 below
-            logits = logits + mask.clamp_min(torch.finfo(logits.dtype).min)
+            mask = mask.to(q.dtype).clamp_min(torch.finfo(q.dtype).min)
+        if mask is not None and mask.shape[:2] == (1, 1):
+            logits = torch.baddbmm(mask[0], q, k.transpose(1, 2)).view(bsz, heads, n_q, n_k)
+        else:
+            logits = torch.bmm(q, k.transpose(1, 2)).view(bsz, heads, n_q, n_k)
+            logits = logits if mask is None else logits + mask.to(logits.dtype)
         weights = torch.softmax(logits, dim=-1)
-        if self.record_entropy:  # H = -sum_j p_j log p_j (fused log_softmax: faster on CPU than logsumexp + exp)
-            entropy = -(weights * torch.log_softmax(logits, dim=-1)).sum(-1)
-            self._record(entropy.clamp_min(0.0), mask, key_padding_mask, bsz, n_q, n_k, self_attention)
+        if counts is not None:  # H = -sum_j p_j log p_j (fused log_softmax: faster on CPU than logsumexp + exp)
+            source = logits.float() if logits.dtype in _LOW_PRECISION else logits  # autocast: entropy in float32
+            probs = weights if source is logits else torch.softmax(source, dim=-1)
+            entropy = -(probs * torch.log_softmax(source, dim=-1)).sum(-1)
+            self.last_max_entropy, row_mask = row_entropy_bounds(
+                counts.expand(bsz, counts.shape[1], n_q),
+                key_padding_mask,
+                self_attention=self_attention,
+                dtype=entropy.dtype,
+            )
+            self.last_row_mask, self.last_entropy = row_mask, entropy.clamp_min(0.0)
         if self.training and self.dropout > 0.0:
             weights = F.dropout(weights, p=self.dropout)
-        out = (weights @ v).permute(2, 0, 1, 3).reshape(n_q, bsz, self.embed_dim)
-        out = self.out_proj(out)
+        out = torch.bmm(weights.view(bsz * heads, n_q, n_k), v)
+        out = self.out_proj(out.transpose(0, 1).reshape(n_q * bsz, self.embed_dim)).view(n_q, bsz, self.embed_dim)
         out = out.transpose(0, 1) if self.batch_first and batched else out
         if not batched:
             out = out.squeeze(1)
@@ -217,25 +274,3 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
             return out, None
         returned = weights.mean(dim=1) if average_attn_weights else weights
         return out, returned if batched else returned.squeeze(0)
-
-    def _record(
-        self,
-        entropy: Tensor,
-        mask: Tensor | None,
-        key_padding_mask: Tensor | None,
-        bsz: int,
-        n_q: int,
-        n_k: int,
-        self_attention: bool,
-    ) -> None:
-        self.last_max_entropy, self.last_row_mask = row_entropy_bounds(
-            mask,
-            key_padding_mask,
-            batch_size=bsz,
-            num_queries=n_q,
-            num_keys=n_k,
-            self_attention=self_attention,
-            dtype=entropy.dtype,
-            device=entropy.device,
-        )
-        self.last_entropy = entropy

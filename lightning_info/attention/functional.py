@@ -6,11 +6,15 @@ The Shannon entropy of one softmax attention row with logits :math:`s_j` over it
     \qquad p_j = \operatorname{softmax}(s)_j,
 
 and its maximum, reached by the uniform row, is :math:`\log |V_i|` (``log(i + 1)`` for row ``i`` of a causal map).
-Jha & Reagen, "Entropy-Guided Attention for Private LLMs" (2025), use these row entropies (their Eq. for
-:math:`\mathbf{E}^{(l,h)}`) to diagnose entropic overload and entropy collapse.
+Jha & Reagen, "Entropy-Guided Attention for Private LLMs" (2025), average these row entropies over the query
+positions to get one entropy per head (their Eq. 7; Eq. 9-10 give the logsumexp form with a temperature) and use
+them to diagnose entropic overload and entropy collapse. Their maximum is :math:`\log T` for every row; here every
+row gets its own maximum, so causal and padded rows are measured against what they can reach.
 
-Mask convention here is the one of :func:`torch.nn.functional.scaled_dot_product_attention`: a boolean mask is
-``True`` where a query may attend to a key; a floating mask is added to the logits (``-inf`` removes a key).
+Mask convention of :func:`attention_entropy_from_qk` is the one of
+:func:`torch.nn.functional.scaled_dot_product_attention`: a boolean mask is ``True`` where a query may attend to a
+key; a floating mask is added to the logits (``-inf`` removes a key). The ``mha_*``/``merge_*`` helpers take
+``nn.MultiheadAttention``'s masks (boolean ``True`` = not allowed).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ __all__ = [
     "attention_entropy_from_qk",
     "entropy_from_logits",
     "head_entropy_summary",
+    "head_entropy_totals",
     "max_attention_entropy",
     "merge_attention_masks",
+    "mha_mask_views",
     "row_entropy_bounds",
 ]
 
@@ -76,11 +82,11 @@ def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return mask.to(dtype)
 
 
-def _check_mask(mask: object, batch_shape: torch.Size, num_queries: int, num_keys: int) -> Tensor:
+def _check_mask(name: str, mask: object, batch_shape: torch.Size, num_queries: int, num_keys: int) -> Tensor:
     if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(mask).__name__}")
     if not (mask.dtype == torch.bool or mask.is_floating_point()):
-        raise TypeError(f"mask must be a bool or floating-point tensor, got dtype {mask.dtype}")
+        raise TypeError(f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}")
     target = (*batch_shape, num_queries, num_keys)
     try:
         torch.broadcast_shapes(mask.shape, target)
@@ -88,7 +94,7 @@ def _check_mask(mask: object, batch_shape: torch.Size, num_queries: int, num_key
     except RuntimeError:
         ok = False
     if not ok or torch.broadcast_shapes(mask.shape, target) != torch.Size(target):
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the logits shape {target}")
+        raise ValueError(f"{name} of shape {tuple(mask.shape)} does not broadcast to the logits shape {target}")
     return mask
 
 
@@ -104,41 +110,49 @@ def attention_entropy_from_qk(
     temperature: Tensor | float | None = None,
     chunk_size: int = 256,
     *,
+    key_mask: Tensor | None = None,
     scale: float | None = None,
     causal: bool = False,
-) -> Tensor:
+    return_counts: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Row entropies of ``softmax(q k^T * scale / t + mask)`` without materialising the full attention map.
 
-    The logits are built ``chunk_size`` query rows at a time, so peak memory is
-    :math:`O(\text{batch} \cdot \text{chunk} \cdot N_k)` instead of :math:`O(\text{batch} \cdot N_q \cdot N_k)`.
-    Differentiable w.r.t. ``q``, ``k`` and ``temperature`` (each chunk keeps its own graph), but meant to be run under
-    ``torch.no_grad()`` for monitoring.
+    The logits are built ``chunk_size`` query rows at a time and reduced in place, so peak memory is
+    :math:`O(\text{batch} \cdot \text{chunk} \cdot N_k)` instead of :math:`O(\text{batch} \cdot N_q \cdot N_k)`
+    (masks are sliced per chunk as well; ``causal`` and ``key_mask`` never build an ``N_q x N_k`` tensor). Row entropy
+    :math:`H_i = \operatorname{logsumexp}_j(s_{ij}) - \sum_j p_{ij} s_{ij}` (Jha & Reagen 2025, Eq. 9-10) is
+    computed from the max-shifted logits. Differentiable w.r.t. ``q``, ``k`` and ``temperature`` (each chunk keeps its
+    own graph), but meant to be run under ``torch.no_grad()`` for monitoring.
 
     Args:
         q: queries, shape ``(..., N_q, d)`` (e.g. ``(batch, heads, N_q, d)``).
         k: keys, shape ``(..., N_k, d)`` with batch dimensions broadcastable against ``q``'s.
         mask: boolean (``True`` = may attend) or additive floating mask broadcastable to ``(..., N_q, N_k)``.
         temperature: softmax temperature :math:`t`, a float or a tensor broadcastable to the batch dimensions
-            ``q.shape[:-2]`` (shape ``(heads,)`` gives one temperature per head). ``None`` means 1.
+            ``q.shape[:-2]`` (shape ``(heads,)`` gives one temperature per head). ``None`` means 1. A temperature per
+            query row (the paper's :math:`t \in \mathbb{R}^{H \times T}`) is folded into ``q`` by the caller.
         chunk_size: number of query rows per chunk.
+        key_mask: boolean ``(..., N_k)``, ``True`` = the key may be attended (e.g. ``~key_padding_mask``), broadcast
+            over the queries.
         scale: logit scale; ``None`` uses :math:`1/\sqrt{d}` as in scaled dot-product attention.
         causal: also mask keys after the query (row ``i`` sees keys ``0..i``), without building an ``N x N`` mask.
+        return_counts: also return the number of valid keys of every row (its maximal entropy is their ``log``).
 
     Returns:
-        Entropies in nats, shape ``(..., N_q)``, in float32 (float64 if the inputs are float64). Rows with no valid
-        key have entropy 0.
+        Entropies in nats, shape ``(..., N_q)``, in float32 (float64 if the inputs are float64); rows with no valid
+        key have entropy 0. With ``return_counts``, ``(entropies, counts)`` with integer counts of the same shape.
 
     Raises:
-        TypeError: ``q``/``k``/``mask`` are not tensors of a supported dtype.
-        ValueError: shapes do not match, ``mask`` does not broadcast to the logits, or ``chunk_size < 1``.
+        TypeError: ``q``/``k``/masks are not tensors of a supported dtype.
+        ValueError: NaN/Inf in ``q``/``k``, shapes that do not match, masks that do not broadcast, ``chunk_size < 1``.
 
     Example:
         >>> q, k = torch.zeros(2, 5, 8), torch.randn(2, 5, 8)
         >>> attention_entropy_from_qk(q, k, causal=True)[0]  # zero queries: uniform rows, log(i + 1)
         tensor([0.0000, 0.6931, 1.0986, 1.3863, 1.6094])
     """
-    check_tensor("q", q, ndim=tuple(range(2, 9)), finite=False)
-    check_tensor("k", k, ndim=tuple(range(2, 9)), finite=False)
+    check_tensor("q", q, ndim=tuple(range(2, 9)))
+    check_tensor("k", k, ndim=tuple(range(2, 9)))
     chunk_size = check_int("chunk_size", chunk_size, min_value=1)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must have the same last dimension, got {tuple(q.shape)} and {tuple(k.shape)}")
@@ -148,7 +162,11 @@ def attention_entropy_from_qk(
         raise ValueError(f"batch dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from err
     num_queries, num_keys = q.shape[-2], k.shape[-2]
     if mask is not None:
-        mask = _check_mask(mask, batch_shape, num_queries, num_keys)
+        mask = _check_mask("mask", mask, batch_shape, num_queries, num_keys)
+    if key_mask is not None:
+        if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
+            raise TypeError(f"key_mask must be a bool tensor or None, got {getattr(key_mask, 'dtype', key_mask)!r}")
+        key_mask = _check_mask("key_mask", key_mask.unsqueeze(-2), batch_shape, num_queries, num_keys)
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     factor = (1.0 / math.sqrt(q.shape[-1])) if scale is None else float(scale)
     q = q.to(dtype) * factor
@@ -162,17 +180,21 @@ def attention_entropy_from_qk(
             ) from err
         q = q / t[..., None, None]
     k_t = k.to(dtype).transpose(-1, -2)
-    out = []
+    entropies, counts = [], []
     for start in range(0, num_queries, chunk_size):
         stop = min(start + chunk_size, num_queries)
         logits = q[..., start:stop, :] @ k_t
         if mask is not None:
-            rows = mask if mask.shape[-2] == 1 else mask[..., start:stop, :]
-            logits = logits + _additive_mask(rows, dtype)
+            logits = logits + _additive_mask(mask if mask.shape[-2] == 1 else mask[..., start:stop, :], dtype)
+        if key_mask is not None:
+            logits = logits.masked_fill(~key_mask, -torch.inf)
         if causal:
             logits = logits.masked_fill(~_causal_rows(start, stop, num_keys, q.device), -torch.inf)
-        out.append(_entropy_from_logits(logits, in_place=True))
-    return torch.cat(out, dim=-1)
+        if return_counts:
+            counts.append((logits > -torch.inf).sum(-1))
+        entropies.append(_entropy_from_logits(logits, in_place=True))
+    entropy = torch.cat(entropies, dim=-1)
+    return (entropy, torch.cat(counts, dim=-1)) if return_counts else entropy
 
 
 def _mha_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -192,7 +214,7 @@ def _check_mha_mask(name: str, mask: Tensor, shapes: tuple[tuple[int, ...], ...]
         raise ValueError(f"{name} must have shape {expected}, got {tuple(mask.shape)}")
 
 
-def merge_attention_masks(
+def mha_mask_views(
     key_padding_mask: Tensor | None,
     attn_mask: Tensor | None,
     *,
@@ -200,11 +222,8 @@ def merge_attention_masks(
     num_heads: int,
     num_queries: int,
     num_keys: int,
-    is_causal: bool = False,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | None = None,
-) -> Tensor | None:
-    """Merge ``nn.MultiheadAttention``-style masks into one 4-D additive mask (``-inf`` = not allowed).
+) -> tuple[Tensor | None, Tensor | None]:
+    """Check ``nn.MultiheadAttention``-style masks and reshape them to 4-D views, without merging them.
 
     Args:
         key_padding_mask: ``(batch, N_k)``, boolean ``True`` = padding, or additive.
@@ -213,92 +232,141 @@ def merge_attention_masks(
         num_heads: number of heads.
         num_queries: number of queries ``N_q``.
         num_keys: number of keys ``N_k``.
-        is_causal: without ``attn_mask``, build the causal mask (row ``i`` sees keys ``0..i``).
-        dtype: dtype of the result.
-        device: device of the causal mask.
 
     Returns:
-        A tensor broadcastable to ``(batch, heads, N_q, N_k)``, or ``None`` when nothing is masked.
+        ``(padding, attn)``: ``key_padding_mask`` viewed as ``(batch, 1, 1, N_k)`` and ``attn_mask`` as
+        ``(1 or batch, 1 or heads, N_q, N_k)``, still in the ``nn.MultiheadAttention`` convention (or ``None``).
 
     Raises:
         TypeError: a mask that is not a bool/floating tensor.
         ValueError: a mask of the wrong shape.
 
     Example:
-        >>> merge_attention_masks(None, None, batch_size=1, num_heads=1, num_queries=2, num_keys=2, is_causal=True)
-        tensor([[[[0., -inf],
-                  [0., 0.]]]])
+        >>> padding, attn = mha_mask_views(torch.tensor([[False, True]]), None, batch_size=1, num_heads=2,
+        ...                                num_queries=2, num_keys=2)
+        >>> padding.shape, attn
+        (torch.Size([1, 1, 1, 2]), None)
     """
-    merged: Tensor | None = None
+    padding = attn = None
     if attn_mask is not None:
         shapes = ((num_queries, num_keys), (batch_size * num_heads, num_queries, num_keys))
         _check_mha_mask("attn_mask", attn_mask, shapes)
         batch, heads = (batch_size, num_heads) if attn_mask.dim() == 3 else (1, 1)
-        merged = _mha_additive(attn_mask.reshape(batch, heads, num_queries, num_keys), dtype)
-    elif is_causal:
-        causal = torch.ones(1, 1, num_queries, num_keys, dtype=torch.bool, device=device).triu(1)
-        merged = _mha_additive(causal, dtype)
+        attn = attn_mask.reshape(batch, heads, num_queries, num_keys)
     if key_padding_mask is not None:
         _check_mha_mask("key_padding_mask", key_padding_mask, ((batch_size, num_keys),))
-        padding = _mha_additive(key_padding_mask, dtype).view(batch_size, 1, 1, num_keys)
-        merged = padding if merged is None else merged + padding
+        padding = key_padding_mask.view(batch_size, 1, 1, num_keys)
+    return padding, attn
+
+
+def merge_attention_masks(
+    padding: Tensor | None,
+    attn: Tensor | None,
+    *,
+    num_queries: int,
+    num_keys: int,
+    is_causal: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+) -> Tensor | None:
+    """Merge the 4-D views of :func:`mha_mask_views` into one additive mask (``-inf`` = not allowed).
+
+    Args:
+        padding: ``(batch, 1, 1, N_k)`` key padding view (boolean ``True`` = padding, or additive) or ``None``.
+        attn: ``(1 or batch, 1 or heads, N_q, N_k)`` attention-mask view (boolean ``True`` = not allowed, or additive).
+        num_queries: number of queries ``N_q``.
+        num_keys: number of keys ``N_k``.
+        is_causal: without ``attn``, build the causal mask (row ``i`` sees keys ``0..i``).
+        dtype: dtype of the result.
+        device: device of the causal mask.
+
+    Returns:
+        A tensor broadcastable to ``(batch, heads, N_q, N_k)``, or ``None`` when nothing is masked.
+
+    Example:
+        >>> merge_attention_masks(None, None, num_queries=2, num_keys=2, is_causal=True)
+        tensor([[[[0., -inf],
+                  [0., 0.]]]])
+    """
+    merged: Tensor | None = None
+    if attn is not None:
+        merged = _mha_additive(attn, dtype)
+    elif is_causal:
+        merged = _mha_additive(torch.ones(1, 1, num_queries, num_keys, dtype=torch.bool, device=device).triu(1), dtype)
+    if padding is not None:
+        merged = _mha_additive(padding, dtype) if merged is None else merged + _mha_additive(padding, dtype)
     return merged
 
 
 def row_entropy_bounds(
-    mask: Tensor | None,
-    key_padding_mask: Tensor | None,
+    counts: Tensor,
+    key_padding_mask: Tensor | None = None,
     *,
-    batch_size: int,
-    num_queries: int,
-    num_keys: int,
-    self_attention: bool,
+    self_attention: bool = False,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Maximal entropy ``log(#valid keys)`` of every attention row and which rows count.
 
     Args:
-        mask: the 4-D additive mask of :func:`merge_attention_masks` (or ``None``).
-        key_padding_mask: the ``(batch, N_k)`` padding mask it was built from.
-        batch_size: batch size.
-        num_queries: number of queries ``N_q``.
-        num_keys: number of keys ``N_k``.
+        counts: number of valid keys of every row, shape ``(batch, 1 or heads, N_q)``.
+        key_padding_mask: the ``(batch, N_k)`` padding mask of the call (``True`` or ``-inf`` = padding).
         self_attention: queries are the keys; padded query positions then do not count.
         dtype: floating dtype of ``max_entropy``.
-        device: device of the results when ``mask`` is ``None``.
 
     Returns:
-        ``(max_entropy, row_mask)``, both of shape ``(batch, 1 or heads, N_q)``; a row counts when it has a valid
-        key (and, for self-attention, is not padding).
+        ``(max_entropy, row_mask)``, both of the shape of ``counts``; a row counts when it has a valid key (and,
+        for self-attention, is not padding).
 
     Example:
-        >>> causal = merge_attention_masks(None, None, batch_size=1, num_heads=1, num_queries=3, num_keys=3,
-        ...                                is_causal=True)
-        >>> row_entropy_bounds(causal, None, batch_size=1, num_queries=3, num_keys=3, self_attention=True)[0]
-        tensor([[[0.0000, 0.6931, 1.0986]]])
+        >>> row_entropy_bounds(torch.tensor([[[1, 2, 3]]]), torch.tensor([[False, False, True]]), self_attention=True)
+        (tensor([[[0.0000, 0.6931, 1.0986]]]), tensor([[[ True,  True, False]]]))
     """
-    if mask is None:
-        counts = torch.full((1, 1, num_queries), num_keys, device=device)
-    else:
-        counts = (mask > -torch.inf).expand(*mask.shape[:2], num_queries, num_keys).sum(-1)
-    max_entropy = max_attention_entropy(counts).to(dtype).expand(batch_size, -1, num_queries)
-    row_mask = (counts > 0).expand(batch_size, -1, num_queries)
-    if self_attention and key_padding_mask is not None and num_queries == num_keys:
+    max_entropy = max_attention_entropy(counts.to(dtype))
+    row_mask = counts > 0
+    if self_attention and key_padding_mask is not None and key_padding_mask.shape[-1] == counts.shape[-1]:
         padded = key_padding_mask if key_padding_mask.dtype == torch.bool else key_padding_mask == -torch.inf
-        row_mask = row_mask & ~padded.view(batch_size, 1, num_queries)
+        row_mask = row_mask & ~padded.view(counts.shape[0], 1, counts.shape[-1])
     return max_entropy, row_mask
 
 
 def max_attention_entropy(counts: Tensor) -> Tensor:
-    """Maximal entropy ``log(n)`` of rows with ``n`` valid keys (0 for empty rows), as a float tensor.
+    """Maximal entropy ``log(n)`` of rows with ``n`` valid keys (0 for empty rows), in ``counts``' floating dtype.
 
     Example:
         >>> max_attention_entropy(torch.tensor([0, 1, 4]))
         tensor([0.0000, 0.0000, 1.3863])
     """
-    counts = counts.to(torch.float64 if counts.dtype == torch.float64 else torch.float32)
+    counts = counts if counts.is_floating_point() else counts.float()
     return torch.log(counts.clamp_min(1.0))
+
+
+def head_entropy_totals(
+    entropy: Tensor, max_entropy: Tensor, row_mask: Tensor | None = None, normalize: bool = False
+) -> tuple[Tensor, Tensor]:
+    r"""Per-head sums of row entropies (nats, or :math:`H / E^{\max}` with ``normalize``) and numbers of rows counted.
+
+    Args:
+        entropy: row entropies, shape ``(..., batch, heads, N_q)`` (a leading layer dimension is kept).
+        max_entropy: :math:`E^{\max} = \log(\#\text{valid keys})` per row, broadcastable to ``entropy``.
+        row_mask: rows that count, broadcastable to ``entropy`` (``None``: all). With ``normalize`` rows with
+            :math:`E^{\max} = 0` (a single valid key: entropy and maximum both 0) are left out as well.
+        normalize: divide each row's entropy by its :math:`E^{\max}`.
+
+    Returns:
+        ``(total, count)`` reduced over the batch and query dimensions, shape ``(..., heads)``, in ``entropy``'s dtype.
+
+    Example:
+        >>> e_max = torch.log(torch.tensor([1.0, 2.0, 4.0])).view(1, 1, 3)
+        >>> head_entropy_totals(0.5 * e_max, e_max, normalize=True)
+        (tensor([1.]), tensor([2.]))
+    """
+    max_entropy = max_entropy.to(entropy.dtype).expand_as(entropy)
+    counted = torch.ones_like(entropy, dtype=torch.bool) if row_mask is None else row_mask.expand_as(entropy)
+    if normalize:
+        counted = counted & (max_entropy > 0)
+        entropy = entropy / max_entropy.clamp_min(torch.finfo(entropy.dtype).tiny)
+    values = torch.where(counted, entropy, torch.zeros((), dtype=entropy.dtype, device=entropy.device))
+    return values.sum(dim=(-3, -1)), counted.to(entropy.dtype).sum(dim=(-3, -1))
 
 
 def head_entropy_summary(entropy: Tensor, max_entropy: Tensor, row_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -307,8 +375,7 @@ def head_entropy_summary(entropy: Tensor, max_entropy: Tensor, row_mask: Tensor 
     Args:
         entropy: row entropies, shape ``(batch, heads, N)``.
         max_entropy: :math:`E^{\max}` per row, broadcastable to ``entropy``.
-        row_mask: rows that count, broadcastable to ``entropy``; rows with :math:`E^{\max} = 0` (one valid key)
-            are left out of the normalised mean.
+        row_mask: rows that count, broadcastable to ``entropy`` (see :func:`head_entropy_totals`).
 
     Returns:
         ``(mean_entropy, mean_normalized)``, both of shape ``(heads,)`` (0 for a head without rows).
@@ -318,11 +385,7 @@ def head_entropy_summary(entropy: Tensor, max_entropy: Tensor, row_mask: Tensor 
         >>> head_entropy_summary(0.5 * e_max.expand(1, 2, 3), e_max)
         (tensor([0.3466, 0.3466]), tensor([0.5000, 0.5000]))
     """
-    entropy = entropy.detach()
-    weight = torch.ones_like(entropy) if row_mask is None else row_mask.to(entropy.dtype).expand_as(entropy)
-    max_entropy = max_entropy.detach().to(entropy.dtype).expand_as(entropy)
-    mean = (entropy * weight).sum((0, 2)) / weight.sum((0, 2)).clamp_min(1.0)
-    norm_weight = weight * (max_entropy > 0)
-    normalized = entropy / max_entropy.clamp_min(torch.finfo(entropy.dtype).tiny)
-    mean_normalized = (normalized * norm_weight).sum((0, 2)) / norm_weight.sum((0, 2)).clamp_min(1.0)
-    return mean, mean_normalized
+    entropy, max_entropy = entropy.detach(), max_entropy.detach()
+    total, count = head_entropy_totals(entropy, max_entropy, row_mask)
+    total_normalized, count_normalized = head_entropy_totals(entropy, max_entropy, row_mask, normalize=True)
+    return total / count.clamp_min(1.0), total_normalized / count_normalized.clamp_min(1.0)

@@ -2,12 +2,13 @@
 
 The entropy is recomputed from each module's inputs and projection weights, chunked over queries and without
 gradient (:func:`~lightning_info.attention.functional.attention_entropy_from_qk`), so it works when the model calls
-its attention with ``need_weights=False`` or a fused kernel, and never materialises an ``N x N`` map.
+its attention with ``need_weights=False`` or a fused kernel, and never materialises an ``N x N`` map (nor an
+``N x N`` mask for ``is_causal`` or ``key_padding_mask``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,34 +24,40 @@ from lightning_info.attention.entropy_guided_attention import EntropyGuidedAtten
 from lightning_info.attention.functional import (
     attention_entropy_from_qk,
     head_entropy_summary,
-    merge_attention_masks,
+    mha_mask_views,
     row_entropy_bounds,
 )
 
-__all__ = ["AttentionEntropyMonitor"]
+__all__ = [
+    "AttentionEntropyMonitor",
+    "attention_entropy_of_call",
+    "entropy_summary_metrics",
+    "measure_attention_entropy",
+]
 
 _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights")
+Summary = tuple[Tensor, Tensor]  # per head: mean entropy (nats), mean normalised entropy H / log(#valid keys)
 
 
 def entropy_summary_metrics(
-    summaries: Sequence[tuple[Tensor, Tensor]], overload_threshold: float, collapse_threshold: float
+    summaries: Sequence[Summary | None], overload_threshold: float, collapse_threshold: float
 ) -> dict[str, float]:
-    """``attn_entropy/layer{i}/head{j}`` and the overload/collapse fractions of all heads (shared by callbacks)."""
-    metrics = {
-        f"attn_entropy/layer{layer}/head{head}": value
-        for layer, (mean, _) in enumerate(summaries)
-        for head, value in enumerate(mean.tolist())
-    }
-    normalized = torch.cat([norm for _, norm in summaries])
+    r"""Logged values from per-layer summaries (``None`` = layer not seen this step; its index is kept).
+
+    ``attn_entropy/layer{i}/head{j}`` and ``attn_entropy/layer{i}/mean`` (nats), ``attn_entropy/normalized_mean``
+    (mean :math:`H / E^{\max}` of all heads) and the fractions of heads above ``overload_threshold``
+    (``attn_entropy/overload_frac``) and below ``collapse_threshold`` (``attn_entropy/collapse_frac``).
+    """
+    metrics: dict[str, float] = {}
+    for layer, summary in enumerate(summaries):
+        if summary is not None:
+            metrics.update({f"attn_entropy/layer{layer}/head{h}": v for h, v in enumerate(summary[0].tolist())})
+            metrics[f"attn_entropy/layer{layer}/mean"] = summary[0].mean().item()
+    normalized = torch.cat([s[1] for s in summaries if s is not None])
+    metrics["attn_entropy/normalized_mean"] = normalized.mean().item()
     metrics["attn_entropy/overload_frac"] = (normalized > overload_threshold).float().mean().item()
     metrics["attn_entropy/collapse_frac"] = (normalized < collapse_threshold).float().mean().item()
     return metrics
-
-
-def log_to_loggers(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
-    """Log straight to the loggers: ``pl_module.log`` would repeat the last value on the steps that log nothing."""
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=step)
 
 
 def _extract_attention_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
@@ -71,9 +78,14 @@ def _extract_attention_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: 
 
 @torch.no_grad()
 def attention_entropy_of_call(
-    module: nn.MultiheadAttention, inputs: dict[str, Any], chunk_size: int, max_samples: int | None
+    module: nn.MultiheadAttention, inputs: dict[str, Any], chunk_size: int = 256, max_samples: int | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Row entropies ``(batch, heads, N_q)``, their maxima and the rows that count, for one captured call."""
+    """Row entropies ``(batch, heads, N_q)``, their maxima and the rows that count, for one captured call.
+
+    ``inputs`` holds the call's ``query``, ``key``, ``key_padding_mask``, ``attn_mask``, ``is_causal`` and
+    ``self_attention`` (``query is key``). Masks follow ``nn.MultiheadAttention`` (``is_causal`` is used only
+    without ``attn_mask``, as there); the temperature of an :class:`EntropyGuidedAttention` is applied.
+    """
     query, key = inputs["query"], inputs["key"]
     kpm, attn_mask = inputs["key_padding_mask"], inputs["attn_mask"]
     if query.dim() == 2:
@@ -83,14 +95,19 @@ def attention_entropy_of_call(
         query, key = query.transpose(0, 1), key.transpose(0, 1)
     bsz, n_q, _ = query.shape
     n_k, heads, head_dim = key.shape[1], module.num_heads, module.head_dim
-    mask = merge_attention_masks(
-        kpm, attn_mask, batch_size=bsz, num_heads=heads, num_queries=n_q, num_keys=n_k,
-        is_causal=inputs["is_causal"], dtype=torch.float32, device=query.device,
+    padding, attn = mha_mask_views(
+        kpm, attn_mask, batch_size=bsz, num_heads=heads, num_queries=n_q, num_keys=n_k
     )  # fmt: skip
     keep = bsz if max_samples is None else min(bsz, max_samples)
-    if mask is not None:
-        mask = mask[:keep]
-    kpm = None if kpm is None else kpm[:keep]
+    mask = key_mask = None
+    if attn is not None:  # the user's own N x N tensor, sliced per chunk; MHA booleans mean "not allowed"
+        mask = ~attn[:keep] if attn.dtype == torch.bool else attn[:keep]
+    if padding is not None and padding.dtype == torch.bool:
+        key_mask = ~padding[:keep, 0]  # (keep, 1, N_k)
+    elif padding is not None:  # an additive padding mask is merged with attn_mask (rare: this builds B x N x N)
+        if mask is not None and mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, -torch.inf)
+        mask = padding[:keep] if mask is None else mask + padding[:keep]
     if module._qkv_same_embed_dim:
         w_q, w_k, _ = module.in_proj_weight.chunk(3)
     else:
@@ -98,31 +115,99 @@ def attention_entropy_of_call(
     b_q, b_k = (None, None) if module.in_proj_bias is None else module.in_proj_bias.chunk(3)[:2]
     q = F.linear(query[:keep], w_q, b_q).view(keep, n_q, heads, head_dim).transpose(1, 2)
     k = F.linear(key[:keep], w_k, b_k).view(keep, n_k, heads, head_dim).transpose(1, 2)
-    temperature = module.temperature if isinstance(module, EntropyGuidedAttention) else None
-    entropy = attention_entropy_from_qk(q, k, mask, temperature, chunk_size)
-    max_entropy, row_mask = row_entropy_bounds(
-        mask, kpm, batch_size=keep, num_queries=n_q, num_keys=n_k, self_attention=inputs["self_attention"],
-        dtype=entropy.dtype, device=entropy.device,
+    if isinstance(module, EntropyGuidedAttention):
+        q = q / module.row_temperature(n_q).to(q.dtype)[..., None]
+    entropy, counts = attention_entropy_from_qk(
+        q, k, mask, chunk_size=chunk_size, key_mask=key_mask, causal=inputs["is_causal"] and attn is None,
+        return_counts=True,
     )  # fmt: skip
+    max_entropy, row_mask = row_entropy_bounds(
+        counts, None if kpm is None else kpm[:keep], self_attention=inputs["self_attention"], dtype=entropy.dtype
+    )
     return entropy, max_entropy, row_mask
+
+
+def _capture(model: nn.Module, names: Sequence[str]) -> ActivationCapture:
+    return ActivationCapture(model, list(names), extract=_extract_attention_inputs)
+
+
+def _summaries(
+    modules: dict[str, nn.MultiheadAttention], captured: dict[str, Any], chunk_size: int, max_samples: int | None
+) -> list[Summary | None]:
+    summaries: list[Summary | None] = []
+    for name, module in modules.items():
+        inputs = captured.get(name)
+        if inputs is None:
+            summaries.append(None)
+            continue
+        entropy, max_entropy, row_mask = attention_entropy_of_call(module, inputs, chunk_size, max_samples)
+        summaries.append(head_entropy_summary(entropy, max_entropy, row_mask))
+    return summaries
+
+
+def _attention_modules(model: nn.Module, patterns: Sequence[str] | None) -> dict[str, nn.MultiheadAttention]:
+    named = dict(model.named_modules())
+    if patterns is None:
+        names = [n for n, m in named.items() if isinstance(m, nn.MultiheadAttention)]
+        if not names:
+            raise ValueError(f"{type(model).__name__} has no nn.MultiheadAttention module to monitor")
+    else:
+        names = _capture(model, patterns).names
+    for name in names:
+        if not isinstance(named[name], nn.MultiheadAttention):
+            raise ValueError(f"module {name!r} is a {type(named[name]).__name__}, not an nn.MultiheadAttention")
+        if named[name].bias_k is not None or named[name].add_zero_attn:
+            rank_zero_warn(f"attention entropy: {name!r} uses add_bias_kv/add_zero_attn; it is skipped")
+    return {n: named[n] for n in names if named[n].bias_k is None and not named[n].add_zero_attn}
+
+
+def measure_attention_entropy(
+    model: nn.Module,
+    run: Callable[[], object],
+    modules: Sequence[str] | None = None,
+    chunk_size: int = 256,
+    max_samples: int | None = None,
+) -> dict[str, Summary]:
+    """Call ``run()`` (a forward of ``model``) with hooks on its attention; return each module's head summary.
+
+    Returns, per module name, ``(mean entropy per head in nats, mean normalised entropy per head)``, computed as the
+    monitor does (chunked, no gradient). Modules that ``run`` did not call are left out.
+
+    Example:
+        >>> layer = nn.TransformerEncoderLayer(16, 4, batch_first=True)
+        >>> x = torch.randn(2, 5, 16)
+        >>> mean, normalized = measure_attention_entropy(layer, lambda: layer(x))["self_attn"]
+        >>> mean.shape, bool((normalized <= 1 + 1e-6).all())
+        (torch.Size([4]), True)
+    """
+    attention = _attention_modules(model, modules)
+    with _capture(model, list(attention)) as capture:
+        run()
+    summaries = _summaries(attention, capture.captured, chunk_size, max_samples)
+    return {name: s for name, s in zip(attention, summaries, strict=True) if s is not None}
 
 
 class AttentionEntropyMonitor(Callback):
     r"""Log the per-head attention entropy of a model's ``nn.MultiheadAttention`` modules during training.
 
     Every ``every_n_steps`` optimizer steps, forward hooks (:class:`~lightning_info.utils.ActivationCapture`) keep
-    each attention module's query/key inputs and masks; after the batch the row entropies
+    each attention module's query/key inputs and masks for one batch; after it the row entropies
     :math:`H_i = \operatorname{logsumexp}(s_i) - \sum_j p_{ij} s_{ij}` are recomputed from the module's input
     projections (and temperature, for :class:`~lightning_info.attention.EntropyGuidedAttention`), chunked over
-    queries, without gradient. Logged keys (``i`` indexes the attention modules in model order):
+    queries, without gradient. The hooks exist only during that batch, so the model is untouched otherwise (e.g.
+    ``nn.TransformerEncoderLayer`` keeps its fused inference path in validation). Logged keys (``i`` indexes the
+    attention modules in model order; on rank 0, from its own batch):
 
-    - ``attn_entropy/layer{i}/head{j}``: mean row entropy in nats;
-    - ``attn_entropy/overload_frac``: fraction of heads whose mean :math:`H / \log(\#\text{valid keys})` exceeds
-      ``overload_threshold`` (entropic overload: near-uniform, under-used heads);
+    - ``attn_entropy/layer{i}/head{j}``: mean row entropy in nats; ``attn_entropy/layer{i}/mean``: over heads;
+    - ``attn_entropy/normalized_mean``: mean over heads of :math:`H / \log(\#\text{valid keys})`;
+    - ``attn_entropy/overload_frac``: fraction of heads whose normalised entropy exceeds ``overload_threshold``
+      (entropic overload: near-uniform, under-used heads);
     - ``attn_entropy/collapse_frac``: fraction below ``collapse_threshold`` (entropy collapse: near one-hot).
 
-    Hooks switch off ``nn.TransformerEncoderLayer``'s fused inference path for the hooked layers on the logging
-    steps only (training never takes it). Nested-tensor inputs are skipped.
+    The default thresholds, 3/4 and 1/4, are the paper's outer entropy bins (Jha & Reagen 2025, Fig. 2a: heads in
+    [3 Max/4, Max] are overloaded, near-zero ones in [0, Max/4) collapsed), taken here relative to each row's
+    theoretical maximum :math:`\log(\#\text{valid keys})` rather than to the largest entropy observed in the run
+    (which always puts at least one head in the top bin). Nested-tensor inputs are skipped.
 
     Args:
         modules: dotted names or globs of the attention modules; ``None`` takes every ``nn.MultiheadAttention``.
@@ -145,8 +230,8 @@ class AttentionEntropyMonitor(Callback):
         every_n_steps: int = 50,
         chunk_size: int = 256,
         max_samples: int | None = 8,
-        overload_threshold: float = 0.9,
-        collapse_threshold: float = 0.1,
+        overload_threshold: float = 0.75,
+        collapse_threshold: float = 0.25,
     ) -> None:
         super().__init__()
         if modules is not None and (isinstance(modules, str) or not all(isinstance(m, str) for m in modules)):
@@ -157,9 +242,9 @@ class AttentionEntropyMonitor(Callback):
         self.max_samples = None if max_samples is None else check_int("max_samples", max_samples, min_value=1)
         self.overload_threshold = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
         self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
-        self._capture: ActivationCapture | None = None
         self._attention: dict[str, nn.MultiheadAttention] = {}
-        self._step = 0
+        self._capture: ActivationCapture | None = None
+        self._logged_step = -1
 
     @property
     @override
@@ -168,58 +253,39 @@ class AttentionEntropyMonitor(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        named = dict(pl_module.named_modules())
-        if self.modules is None:
-            names = [n for n, m in named.items() if isinstance(m, nn.MultiheadAttention)]
-            if not names:
-                raise ValueError(f"{type(pl_module).__name__} has no nn.MultiheadAttention module to monitor")
-        else:
-            names = ActivationCapture(pl_module, self.modules).names
-        for name in names:
-            if not isinstance(named[name], nn.MultiheadAttention):
-                raise ValueError(f"module {name!r} is a {type(named[name]).__name__}, not an nn.MultiheadAttention")
-            if named[name].bias_k is not None or named[name].add_zero_attn:
-                rank_zero_warn(f"AttentionEntropyMonitor: {name!r} uses add_bias_kv/add_zero_attn; it is skipped")
-        self._attention = {n: named[n] for n in names if named[n].bias_k is None and not named[n].add_zero_attn}
-        self._capture = ActivationCapture(pl_module, list(self._attention), extract=_extract_attention_inputs)
-        self._capture.enabled = False
-        self._capture.attach()
+        if stage == "fit":
+            self._attention = _attention_modules(pl_module, self.modules)
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._capture is not None:
-            self._capture.enabled = trainer.global_step % self.every_n_steps == 0
-            self._step = trainer.global_step
+        step = trainer.global_step
+        if step % self.every_n_steps == 0 and step != self._logged_step and self._attention:
+            self._logged_step = step  # once per optimizer step, also with gradient accumulation
+            self._capture = _capture(pl_module, list(self._attention)).attach()
 
     @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._capture is None or not self._capture.enabled:
+        if self._capture is None:
             return
-        summaries = []
-        for name, module in self._attention.items():
-            inputs = self._capture.captured.get(name)
-            if inputs is None:
-                continue
-            entropy, max_entropy, row_mask = attention_entropy_of_call(
-                module, inputs, self.chunk_size, self.max_samples
-            )
-            summaries.append(head_entropy_summary(entropy, max_entropy, row_mask))
-        self._capture.clear()
-        self._capture.enabled = False
-        if summaries:
+        captured = dict(self._capture.captured)
+        self._remove_hooks()
+        summaries = _summaries(self._attention, captured, self.chunk_size, self.max_samples)
+        if any(s is not None for s in summaries):
             metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
-            log_to_loggers(trainer, metrics, self._step)
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=self._logged_step)
 
-    @override
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit" and self._capture is not None:
+    def _remove_hooks(self) -> None:
+        if self._capture is not None:
             self._capture.remove()
             self._capture = None
 
     @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._remove_hooks()
+
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self.teardown(trainer, pl_module, "fit")
+        self._remove_hooks()

@@ -10,14 +10,16 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_info._internal.validation import check_range
+from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
 from lightning_info.attention.functional import head_entropy_summary
-from lightning_info.callbacks.attention_entropy_monitor import entropy_summary_metrics, log_to_loggers
+from lightning_info.callbacks.attention_entropy_monitor import Summary, entropy_summary_metrics
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.losses.entropy_regularizer import EntropyRegularizer
 
 __all__ = ["EntropyGuidedAttentionCallback"]
+
+_SUMMARY_KEYS = ("attn_entropy/normalized_mean", "attn_entropy/overload_frac", "attn_entropy/collapse_frac")
 
 
 class EntropyGuidedAttentionCallback(LossTermCallback):
@@ -25,34 +27,44 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
 
     At ``setup`` (before ``configure_optimizers``, so the new parameters reach the optimizer) every
     ``nn.MultiheadAttention`` of the module is replaced by an :class:`~lightning_info.attention.EntropyGuidedAttention`
-    with the same weights (learnable temperature :math:`t_h` and threshold :math:`\theta_h` per head); this covers
-    ``nn.TransformerEncoderLayer``/``DecoderLayer`` (their fused inference path is switched off for these modules, and
-    ``nn.TransformerEncoder``'s nested-tensor path too). During training
-    :math:`w \cdot \mathcal{L}_{\text{ent}}` (:class:`~lightning_info.losses.EntropyRegularizer`) is added to the loss.
-    The swapped modules stay after training (the model keeps working and its checkpoints hold the temperatures).
+    with the same weights (learnable temperature :math:`t` and threshold :math:`\theta_h` per head and layer); this
+    covers ``nn.TransformerEncoderLayer``/``DecoderLayer`` (their fused inference path is never taken for these
+    modules, and ``nn.TransformerEncoder``'s nested-tensor path is switched off). During training
+    :math:`\lambda \cdot \mathcal{L}_{\text{ent}}` (:class:`~lightning_info.losses.EntropyRegularizer`) is added to
+    the loss through :class:`~lightning_info.callbacks.LossTermCallback`. The swapped modules stay after training
+    (the model keeps working and its checkpoints hold the temperatures and thresholds).
 
-    Logged keys: ``attn_entropy/reg`` (the unweighted penalty, every step), and every ``log_every_n_steps``
-    ``attn_entropy/layer{i}/head{j}`` (mean row entropy, nats), ``attn_temperature/layer{i}/head{j}``,
-    ``attn_entropy/overload_frac`` / ``attn_entropy/collapse_frac`` (fraction of heads whose mean normalised entropy
-    :math:`H / \log(\#\text{valid keys})` is above ``overload_threshold`` / below ``collapse_threshold``); at each
-    training epoch end, a layer x head heatmap of the mean entropy to W&B (``attn_entropy/heatmap``) when a
-    ``WandbLogger`` is used.
+    Logged keys (``i`` indexes the attention modules in model order):
+
+    - every step, through ``pl_module.log`` (so also in ``trainer.callback_metrics``): ``attn_entropy/reg`` (the
+      unweighted penalty), ``attn_entropy/normalized_mean`` (mean :math:`H / \log(\#\text{valid keys})` of all
+      heads), ``attn_entropy/overload_frac`` / ``attn_entropy/collapse_frac`` (fraction of heads whose mean
+      normalised entropy is above ``overload_threshold`` / below ``collapse_threshold``; defaults 3/4 and 1/4, the
+      paper's outer entropy bins of Fig. 2a, see :class:`~lightning_info.callbacks.AttentionEntropyMonitor`);
+    - on the steps where Lightning logs (every ``log_every_n_steps`` optimizer steps), straight to the loggers:
+      ``attn_entropy/layer{i}/head{j}`` (mean row entropy, nats), ``attn_entropy/layer{i}/mean`` and
+      ``attn_entropy/temperature/layer{i}/head{j}`` (mean over query positions with ``temperature_positions``);
+    - at each training epoch end, to a ``WandbLogger``: ``attn_entropy/heatmap``, the layer x head image of the
+      epoch's mean entropy.
 
     Args:
         weight: :math:`\lambda`, the multiplier of the regularizer (paper: 1e-5 with its summed penalty; the default
-            mean-over-rows penalty needs about 0.1).
+            mean-over-rows penalty needs about :math:`10^{-5} \cdot B \cdot T`, e.g. 0.1).
         replace: swap ``nn.MultiheadAttention`` modules; with ``False`` only existing ``EntropyGuidedAttention``
             modules are used.
         target_fraction: :math:`\theta` initial value (and target when ``learnable_threshold=False``), in [0, 1].
         tolerance: :math:`\gamma`, band half-width as a fraction of the maximal entropy, in [0, 1] (paper: 0.2).
-        reduction: ``"mean"`` or ``"sum"`` over rows (see :class:`~lightning_info.losses.EntropyRegularizer`).
+        reduction: ``"mean"`` or ``"sum"`` (see :class:`~lightning_info.losses.EntropyRegularizer`).
         max_entropy: ``"row"`` or ``"context"`` (see :class:`~lightning_info.losses.EntropyRegularizer`).
-        learnable_temperature: train the per-head temperatures of swapped modules.
-        temperature_init: initial temperature of swapped modules (> 0).
+        granularity: ``"row"`` or ``"head"`` (see :class:`~lightning_info.losses.EntropyRegularizer`).
+        learnable_temperature: train the temperatures of swapped modules.
+        temperature_init: initial temperature of swapped modules (> 0; 1 keeps the model's function at the start).
+        temperature_positions: ``None`` (one temperature per head) or the maximal sequence length ``T`` for the
+            paper's one temperature per head and query position.
         learnable_threshold: train the per-head thresholds :math:`\theta_h` of swapped modules (as in the paper).
         overload_threshold: normalised entropy above which a head counts as overloaded, in (0, 1].
         collapse_threshold: normalised entropy below which a head counts as collapsed, in [0, 1).
-        log_every_n_steps: log per-head statistics every this many steps (``None``: the trainer's setting).
+        log_every_n_steps: per-head logging period in optimizer steps (``None``: the trainer's setting).
 
     Raises:
         ValueError: a bad argument; at ``setup``, a module without any (swappable) attention.
@@ -69,35 +81,35 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         tolerance: float = 0.2,
         reduction: str = "mean",
         max_entropy: str = "row",
+        granularity: str = "row",
         learnable_temperature: bool = True,
         temperature_init: float = 1.0,
+        temperature_positions: int | None = None,
         learnable_threshold: bool = True,
-        overload_threshold: float = 0.9,
-        collapse_threshold: float = 0.1,
+        overload_threshold: float = 0.75,
+        collapse_threshold: float = 0.25,
         log_every_n_steps: int | None = None,
     ) -> None:
         super().__init__(weight, log_key="attn_entropy/reg")
-        self.regularizer = EntropyRegularizer(target_fraction, tolerance, reduction, max_entropy)
+        self.regularizer = EntropyRegularizer(target_fraction, tolerance, reduction, max_entropy, granularity)
         self.replace = replace
         self.learnable_temperature = learnable_temperature
         self.temperature_init = check_range("temperature_init", temperature_init, 0.0, low_inclusive=False)
+        if temperature_positions is not None:
+            temperature_positions = check_int("temperature_positions", temperature_positions, min_value=1)
+        self.temperature_positions = temperature_positions
         self.learnable_threshold = learnable_threshold
         self.overload_threshold = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
         self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
-        if log_every_n_steps is not None and (isinstance(log_every_n_steps, bool) or log_every_n_steps < 1):
-            raise ValueError(f"log_every_n_steps must be a positive int or None, got {log_every_n_steps!r}")
+        if log_every_n_steps is not None:
+            log_every_n_steps = check_int("log_every_n_steps", log_every_n_steps, min_value=1)
         self.log_every_n_steps = log_every_n_steps
         self.attention: list[EntropyGuidedAttention] = []
-        self._epoch_sum: Tensor | None = None
-        self._epoch_count = 0
+        self._epoch_sum: Tensor | None = None  # (layers, max heads) sums of per-step head means, and their counts
+        self._epoch_count: Tensor | None = None
+        self._logged_step = -1
 
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(log_key=self.log_key)
-
-    def _swap(self, pl_module: LightningModule) -> int:
-        swapped = 0
+    def _swap(self, pl_module: LightningModule) -> None:
         for parent in list(pl_module.modules()):
             for child_name, child in list(parent.named_children()):
                 if type(child) is not nn.MultiheadAttention:
@@ -111,17 +123,16 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
                     child.embed_dim, child.num_heads, dropout=child.dropout, bias=child.in_proj_bias is not None,
                     kdim=child.kdim, vdim=child.vdim, batch_first=child.batch_first,
                     learnable_temperature=self.learnable_temperature, temperature_init=self.temperature_init,
-                    threshold_init=self.regularizer.target_fraction, learnable_threshold=self.learnable_threshold,
-                    device=child.out_proj.weight.device, dtype=child.out_proj.weight.dtype,
+                    temperature_positions=self.temperature_positions, threshold_init=self.regularizer.target_fraction,
+                    learnable_threshold=self.learnable_threshold, device=child.out_proj.weight.device,
+                    dtype=child.out_proj.weight.dtype,
                 )  # fmt: skip
                 new.load_state_dict(child.state_dict())
                 new.train(child.training)
                 setattr(parent, child_name, new)
-                swapped += 1
         for module in pl_module.modules():
             if isinstance(module, nn.TransformerEncoder):
                 module.use_nested_tensor = False  # nested inputs would reach the swapped attention
-        return swapped
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -144,35 +155,54 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         if not recorded:
             return None
         term = self.regularizer.forward_modules(recorded)
-        summaries = [head_entropy_summary(m.last_entropy, m.last_max_entropy, m.last_row_mask) for m in recorded]  # type: ignore[arg-type]
-        means = torch.stack([mean for mean, _ in summaries]) if len({s[0].numel() for s in summaries}) == 1 else None
-        if means is not None:
-            self._epoch_sum = means.cpu() if self._epoch_sum is None else self._epoch_sum + means.cpu()
-            self._epoch_count += 1
+        summaries = [_summary(m) for m in self.attention]
+        metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
+        for key in _SUMMARY_KEYS:
+            pl_module.log(key, metrics[key], on_step=True, on_epoch=False)
+        self._accumulate(summaries)
         every = self.log_every_n_steps or int(getattr(trainer, "log_every_n_steps", 50))
-        if trainer.global_step % every == 0:
-            metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
-            for layer, module in enumerate(recorded):
-                for head, value in enumerate(module.temperature.detach().tolist()):
-                    metrics[f"attn_temperature/layer{layer}/head{head}"] = value
-            log_to_loggers(trainer, metrics, trainer.global_step)
+        step = trainer.global_step
+        if (step + 1) % every == 0 and step != self._logged_step:  # Lightning's cadence; once per optimizer step
+            self._logged_step = step
+            for layer, module in enumerate(self.attention):
+                temperature = module.temperature.detach()
+                per_head = temperature if temperature.ndim == 1 else temperature.mean(-1)
+                for head, value in enumerate(per_head.tolist()):
+                    metrics[f"attn_entropy/temperature/layer{layer}/head{head}"] = value
+            per_head_metrics = {k: v for k, v in metrics.items() if k not in _SUMMARY_KEYS}
+            for logger in trainer.loggers:
+                logger.log_metrics(per_head_metrics, step=step)
         for module in recorded:
             module.clear_entropy()  # the term keeps the graph it needs
         return term
 
+    def _accumulate(self, summaries: list[Summary | None]) -> None:
+        heads = max(m.num_heads for m in self.attention)
+        means = torch.zeros(len(summaries), heads)
+        seen = torch.zeros(len(summaries), heads)
+        for layer, summary in enumerate(summaries):
+            if summary is not None:
+                means[layer, : summary[0].numel()] = summary[0].float().cpu()
+                seen[layer, : summary[0].numel()] = 1.0
+        if self._epoch_sum is None or self._epoch_count is None or self._epoch_sum.shape != means.shape:
+            self._epoch_sum, self._epoch_count = means, seen
+        else:
+            self._epoch_sum, self._epoch_count = self._epoch_sum + means, self._epoch_count + seen
+
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_sum, self._epoch_count = None, 0
+        self._epoch_sum = self._epoch_count = None
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._epoch_sum is None or not trainer.is_global_zero:
+        if self._epoch_sum is None or self._epoch_count is None or not trainer.is_global_zero:
             return
         from lightning.pytorch.loggers import WandbLogger
 
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if loggers:
-            image = _heatmap(self._epoch_sum / self._epoch_count, trainer.current_epoch)
+            mean = self._epoch_sum / self._epoch_count.clamp_min(1.0)
+            image = _heatmap(mean.masked_fill(self._epoch_count == 0, float("nan")), trainer.current_epoch)
             for logger in loggers:
                 logger.log_image(key="attn_entropy/heatmap", images=[image], step=trainer.global_step)
 
@@ -189,7 +219,14 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._epoch_sum = state_dict.get("epoch_sum")
-        self._epoch_count = int(state_dict.get("epoch_count", 0))
+        self._epoch_count = state_dict.get("epoch_count")
+
+
+def _summary(module: EntropyGuidedAttention) -> Summary | None:
+    """Per-head mean entropy and mean normalised entropy of what ``module`` recorded (``None``: nothing)."""
+    if module.last_entropy is None or module.last_max_entropy is None:
+        return None
+    return head_entropy_summary(module.last_entropy, module.last_max_entropy, module.last_row_mask)
 
 
 def _heatmap(matrix: Tensor, epoch: int) -> Any:

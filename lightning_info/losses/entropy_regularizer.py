@@ -18,30 +18,33 @@ __all__ = ["EntropyRegularizer"]
 
 
 class EntropyRegularizer(nn.Module):
-    r"""Penalise attention heads whose row entropies leave a band around a target fraction of the maximal entropy.
+    r"""Penalise attention heads whose entropies leave a band around a target fraction of the maximal entropy.
 
     .. math::
         \mathcal{L}_{\text{ent}} = \frac{1}{L} \sum_{l} \frac{1}{H} \sum_{h} \operatorname{agg}_r
         \big(H^{(l,h)}_r - \theta^{(l,h)} E^{\max}_r\big)^2 \,
         \mathbb{1}\big[|H^{(l,h)}_r - \theta^{(l,h)} E^{\max}_r| > \gamma E^{\max}_r\big]
 
-    (Jha & Reagen, "Entropy-Guided Attention for Private LLMs", 2025, entropy regularization loss). The paper adds
-    :math:`\lambda \mathcal{L}_{\text{ent}}` to the cross-entropy with :math:`\lambda = 10^{-5}` (``reduction="sum"``);
-    with the default ``reduction="mean"`` the term no longer grows with batch size x length, so use a larger
-    weight (e.g. 0.1). Zero inside the band; differentiable w.r.t. the entropies, hence the temperatures and
-    projections that produced them, and the thresholds :math:`\theta`.
+    (Jha & Reagen, "Entropy-Guided Attention for Private LLMs", 2025, Algorithm 1), with :math:`r` an attention row
+    (``granularity="row"``) or a batch element's query-averaged head entropy (``"head"``) and :math:`\operatorname{agg}`
+    a mean (``reduction="mean"``) or a sum (``"sum"``). The paper adds :math:`\lambda \mathcal{L}_{\text{ent}}` to the
+    cross-entropy with :math:`\lambda = 10^{-5}` (CodeParrot, T = 128) or :math:`5 \cdot 10^{-5}` (Languini), summed
+    over rows; the mean-reduced default here needs :math:`\lambda \approx 10^{-5} \cdot B \cdot T` for the same push
+    (about 0.1). Zero inside the band; differentiable w.r.t. the entropies, hence the temperatures and projections
+    that produced them, and the thresholds :math:`\theta`.
 
     Args:
         target_fraction: :math:`\theta \in [0, 1]`, the target entropy as a fraction of the maximum, used when the
             caller gives no per-head thresholds.
         tolerance: :math:`\gamma \in [0, 1]`, half-width of the band as a fraction of the maximum (paper: 0.2).
-        reduction: ``"mean"`` over rows (default) or ``"sum"`` (the paper's scaling).
+        reduction: ``"mean"`` (default) or ``"sum"`` (the paper's scaling) over rows and batch elements.
         max_entropy: ``"row"``: :math:`E^{\max}_r = \log(\#\text{valid keys of row } r)` (correct for causal and
-            padded rows); ``"context"``: the largest row maximum, :math:`\log(\text{context})`, for every row, as in
-            the paper's released code.
+            padded rows); ``"context"``: the largest row maximum, :math:`\log T`, for every row, as in the paper.
+        granularity: ``"row"`` (Appendix B, released code) or ``"head"`` (Algorithm 1); see the functional.
 
     Raises:
-        ValueError: ``target_fraction`` or ``tolerance`` outside [0, 1], unknown ``reduction``/``max_entropy``.
+        ValueError: ``target_fraction`` or ``tolerance`` outside [0, 1], unknown ``reduction``/``max_entropy``/
+            ``granularity``.
 
     Example:
         >>> from lightning_info.attention import EntropyGuidedAttention
@@ -59,12 +62,14 @@ class EntropyRegularizer(nn.Module):
         tolerance: float = 0.2,
         reduction: str = "mean",
         max_entropy: str = "row",
+        granularity: str = "row",
     ) -> None:
         super().__init__()
         self.target_fraction = check_range("target_fraction", target_fraction, 0.0, 1.0)
         self.tolerance = check_range("tolerance", tolerance, 0.0, 1.0)
         self.reduction = check_choice("reduction", reduction, ("mean", "sum"))
         self.max_entropy = check_choice("max_entropy", max_entropy, ("row", "context"))
+        self.granularity = check_choice("granularity", granularity, ("row", "head"))
 
     def forward(
         self,
@@ -86,15 +91,16 @@ class EntropyRegularizer(nn.Module):
             self.tolerance,
             row_masks,
             self.reduction,
+            self.granularity,
         )
 
     def forward_modules(self, modules: Iterable[EntropyGuidedAttention], use_module_thresholds: bool = True) -> Tensor:
-        """Penalty from what each :class:`EntropyGuidedAttention` recorded in its last forward.
+        r"""Penalty from what each :class:`EntropyGuidedAttention` recorded in its last forward.
 
         Args:
             modules: the attention layers, in order; those that recorded nothing are skipped.
-            use_module_thresholds: use each module's (possibly learned) ``entropy_threshold`` instead of
-                ``target_fraction``.
+            use_module_thresholds: use each module's own (possibly learned) ``entropy_threshold`` :math:`\theta_h`
+                instead of ``target_fraction``.
         """
         recorded = [m for m in modules if m.last_entropy is not None]
         if not recorded:

@@ -45,6 +45,65 @@ def test_matches_paper_formula(reduction: str) -> None:
     assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
+def test_head_granularity_is_algorithm_1_on_query_averaged_entropy() -> None:
+    """Algorithm 1: E^(l,h) is the row entropy averaged over the queries, then the band penalty, per batch element."""
+    e_max = torch.log(torch.arange(1, 6, dtype=torch.float64)).expand(3, 1, 5)
+    entropy = torch.rand(3, 2, 5, dtype=torch.float64) * e_max
+    rows = torch.ones(3, 1, 5, dtype=torch.bool)
+    rows[2, 0, 3:] = False  # padded queries of the third sequence
+    theta, gamma = [0.3, 0.8], 0.05
+    for reduction in ("mean", "sum"):
+        got = entropy_regularizer(
+            [entropy], [e_max], torch.tensor(theta, dtype=torch.float64), gamma, [rows], reduction, "head"
+        ).item()
+        heads = []
+        for h in range(2):
+            penalties = []
+            for b in range(3):
+                valid = [i for i in range(5) if rows[b, 0, i]]
+                mean_h = sum(float(entropy[b, h, i]) for i in valid) / len(valid)
+                mean_max = sum(float(e_max[b, 0, i]) for i in valid) / len(valid)
+                dev = mean_h - theta[h] * mean_max
+                penalties.append(dev**2 if abs(dev) > gamma * mean_max else 0.0)
+            heads.append(sum(penalties) / (3 if reduction == "mean" else 1))
+        assert got == pytest.approx(sum(heads) / 2, rel=1e-9)
+
+
+def test_sum_context_option_is_the_papers_loss_on_attention_weights() -> None:
+    """reduction="sum", max_entropy="context": the released loss (before lambda) from the returned attention maps."""
+    torch.manual_seed(0)
+    layers = [EntropyGuidedAttention(8, 2, threshold_init=init, dtype=torch.float64) for init in (0.2, 0.9)]
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    maps = [layer(x, x, x, is_causal=True, average_attn_weights=False)[1].detach() for layer in layers]
+    got = EntropyRegularizer(tolerance=0.2, reduction="sum", max_entropy="context").forward_modules(layers).item()
+    e_max, total = math.log(6), 0.0
+    for attn, layer in zip(maps, layers, strict=True):
+        layer_sum = 0.0
+        for h in range(2):
+            for b in range(2):
+                for i in range(6):
+                    row = [float(p) for p in attn[b, h, i] if p > 0]
+                    dev = -sum(p * math.log(p) for p in row) - float(layer.entropy_threshold[h]) * e_max
+                    layer_sum += dev**2 if abs(dev) > 0.2 * e_max else 0.0
+        total += layer_sum / 2
+    assert got == pytest.approx(total / 2, rel=1e-9)
+    assert got > 0
+
+
+def test_mean_reduction_does_not_grow_with_batch_size() -> None:
+    e_max = torch.log(torch.arange(1, 5, dtype=torch.float64)).expand(2, 1, 4)
+    entropy = torch.rand(2, 2, 4, dtype=torch.float64) * e_max
+    for granularity in ("row", "head"):
+        single = entropy_regularizer([entropy], [e_max], 0.9, 0.0, granularity=granularity)
+        double = entropy_regularizer([entropy.repeat(2, 1, 1)], [e_max.repeat(2, 1, 1)], 0.9, 0.0,
+                                     granularity=granularity)  # fmt: skip
+        torch.testing.assert_close(double, single)
+        summed = entropy_regularizer([entropy], [e_max], 0.9, 0.0, reduction="sum", granularity=granularity)
+        summed2 = entropy_regularizer([entropy.repeat(2, 1, 1)], [e_max.repeat(2, 1, 1)], 0.9, 0.0, reduction="sum",
+                                      granularity=granularity)  # fmt: skip
+        torch.testing.assert_close(summed2, 2 * summed)
+
+
 def test_context_max_entropy_option_uses_log_context() -> None:
     e_max = torch.log(torch.arange(1, 5, dtype=torch.float64)).expand(1, 1, 4)
     ent = torch.zeros(1, 1, 4, dtype=torch.float64)
@@ -88,6 +147,10 @@ def test_bad_arguments_raise() -> None:
         EntropyRegularizer(tolerance=-0.1)
     with pytest.raises(ValueError, match="reduction"):
         EntropyRegularizer(reduction="max")
+    with pytest.raises(ValueError, match="granularity"):
+        EntropyRegularizer(granularity="layer")
+    with pytest.raises(ValueError, match="max_entropy"):
+        EntropyRegularizer(max_entropy="global")
     with pytest.raises(ValueError, match="thresholds"):
         entropy_regularizer([torch.zeros(1, 1, 2)], [torch.ones(1, 1, 2)], [2.0])
     with pytest.raises(ValueError, match="max_entropies"):
