@@ -1,11 +1,15 @@
 """CS-IB loss cost: ours vs a straightforward broadcast implementation, and relative to an MSE training step.
 
-Run: ``python benchmarks/cs_ib.py`` (``--quick`` for a smoke run). CPU timings; noisy on shared machines.
+Run: ``python benchmarks/cs_ib.py`` (``--quick`` for a smoke run). CPU timings, best of several runs; noisy on
+shared machines (the header prints the load average). The MSE step is the same MLP step with
+``nn.functional.mse_loss``; the CS-IB step uses ``CSIBLoss`` with its default widths (Silverman on ``x``, median on
+``t``), so it includes the median of the ``N(N-1)/2`` pairwise distances of ``t``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -41,13 +45,15 @@ def broadcast_csib(
     return prediction + beta * compression
 
 
-def _time(fn: Callable[[], None], repeats: int) -> float:
+def _time(fn: Callable[[], None], repeats: int, min_seconds: float = 0.5) -> float:
+    """Best of at least ``repeats`` runs, and of as many as fit in ``min_seconds`` (short calls get more tries)."""
     fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
+    best, runs, started = float("inf"), 0, time.perf_counter()
+    while runs < repeats or time.perf_counter() - started < min_seconds:
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
+        runs += 1
     return best
 
 
@@ -60,7 +66,7 @@ def _inputs(n: int, d: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tens
     return x, t, y_pred, y
 
 
-def speedup_vs_broadcast(n: int, d: int, repeats: int) -> tuple[float, float, float]:
+def speedup_vs_broadcast(n: int, d: int, repeats: int, min_seconds: float = 0.5) -> tuple[float, float, float]:
     """Seconds of fwd+bwd (ours, broadcast) at ``n`` samples of ``d`` features, and the relative difference."""
     x, t, y_pred, y = _inputs(n, d)
     sigma = float(d) ** 0.5  # a width at which both versions stay finite (the broadcast one underflows otherwise)
@@ -75,10 +81,11 @@ def speedup_vs_broadcast(n: int, d: int, repeats: int) -> tuple[float, float, fl
     with torch.no_grad():
         a = ours(x, t, y_pred, y)
         b = broadcast_csib(x, t, y_pred, y, beta=0.1, sigma=sigma)
-    return _time(run_ours, repeats), _time(run_broadcast, repeats), abs(float(a - b)) / max(abs(float(b)), 1e-12)
+    rel_diff = abs(float(a - b)) / max(abs(float(b)), 1e-12)
+    return _time(run_ours, repeats, min_seconds), _time(run_broadcast, repeats, min_seconds), rel_diff
 
 
-def relative_to_mse(n: int, d: int, repeats: int) -> tuple[float, float]:
+def relative_to_mse(n: int, d: int, repeats: int, min_seconds: float = 0.5) -> tuple[float, float]:
     """Seconds of one MLP training step (fwd+bwd+SGD) with MSE and with CSIBLoss (median widths) at ``n``."""
     torch.manual_seed(0)
     encoder, head = nn.Sequential(nn.Linear(d, 64), nn.ReLU()), nn.Linear(64, 1)
@@ -98,20 +105,27 @@ def relative_to_mse(n: int, d: int, repeats: int) -> tuple[float, float]:
         loss_fn(x, rep, head(rep).squeeze(-1), y).backward()
         opt.step()
 
-    return _time(mse_step, repeats), _time(csib_step, repeats)
+    return _time(mse_step, repeats, min_seconds), _time(csib_step, repeats, min_seconds)
 
 
-def main(sizes: tuple[int, ...] = (128, 512, 1024, 2048), d: int = 64, target_n: int = 1024, repeats: int = 5) -> float:
+def main(
+    sizes: tuple[int, ...] = (128, 512, 1024, 2048),
+    d: int = 64,
+    target_n: int = 1024,
+    repeats: int = 5,
+    min_seconds: float = 0.5,
+) -> float:
     """Print the tables; return the speed-up over the broadcast version at ``target_n``."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    print(f"CS-IB loss, fwd+bwd, d={d}, CPU threads={torch.get_num_threads()} (best of {repeats})")
-    ours_s, broadcast_s, rel = speedup_vs_broadcast(target_n, d, repeats)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    threads = torch.get_num_threads()
+    print(f"CS-IB loss, fwd+bwd, d={d}, CPU threads={threads}, load average {load} (best of >= {repeats} runs)")
+    ours_s, broadcast_s, rel = speedup_vs_broadcast(target_n, d, repeats, min_seconds)
     print(f"{'N':>6} {'ours ms':>9} {'broadcast ms':>13} {'speed-up':>9} {'rel diff':>9}")
     print(f"{target_n:>6} {1e3 * ours_s:>9.2f} {1e3 * broadcast_s:>13.2f} {broadcast_s / ours_s:>8.1f}x {rel:>9.1e}")
     print()
     print(f"{'N':>6} {'MSE step ms':>12} {'CS-IB step ms':>14} {'ratio':>7}")
     for n in sizes:
-        mse_s, csib_s = relative_to_mse(n, d, repeats)
+        mse_s, csib_s = relative_to_mse(n, d, repeats, min_seconds)
         print(f"{n:>6} {1e3 * mse_s:>12.2f} {1e3 * csib_s:>14.2f} {csib_s / mse_s:>6.1f}x")
     speedup = broadcast_s / ours_s
     print(f"fwd+bwd speed-up over broadcast at N={target_n}, d={d}: {speedup:.1f}x (goal >= 3)")
@@ -121,8 +135,11 @@ def main(sizes: tuple[int, ...] = (128, 512, 1024, 2048), d: int = 64, target_n:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke run)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is steadier on a loaded machine)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.quick:
-        main(sizes=(64, 128), d=16, target_n=128, repeats=1)
+        main(sizes=(64, 128), d=16, target_n=128, repeats=1, min_seconds=0.0)
     else:
         main()

@@ -28,18 +28,20 @@ def test_example_fast_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_example_lightning_cli_config(tmp_path: Path) -> None:
+def test_example_lightning_cli_config_fast_dev_run(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
+    pytest.importorskip("jsonargparse")
     cmd = [
         sys.executable,
         str(REPO_ROOT / "examples" / "cs_ib_regression.py"),
         "fit",
         "--config",
         str(REPO_ROOT / "examples" / "configs" / "cs_ib_regression.yaml"),
-        "--trainer.max_epochs=1",
+        "--trainer.fast_dev_run=true",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
         "--trainer.enable_progress_bar=false",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list(tmp_path.rglob("metrics.csv"))
+    output = result.stdout + result.stderr
+    assert "Running in `fast_dev_run` mode: will run the requested loop using 1 batch(es)" in output

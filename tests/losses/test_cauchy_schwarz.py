@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -61,6 +62,37 @@ def ref_conditional(x: Tensor, y: Tensor, p: Tensor, sx: float, sy: float, offic
         total[1] += sum(kj[i] * _k(P[j], P[i], sy) for i in range(N)) / norm
         total[2] += sum(kj[i] * _k(P[j], Y[i], sy) for i in range(N)) / norm
     return math.log(total[0]) + math.log(total[1]) - 2 * math.log(total[2])
+
+
+def _lse(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _e(u: list[float], v: list[float], s: float) -> float:  # kernel exponent
+    return -sum((a - b) ** 2 for a, b in zip(u, v, strict=True)) / (2 * s * s)
+
+
+def ref_divergence_log(a: Tensor, b: Tensor, s: float) -> float:
+    """The same formula with every log-sum in log space (loops, float64): valid where kernels underflow."""
+    A, B = _rows(a), _rows(b)
+    m, n = len(A), len(B)
+    saa = _lse([_e(u, v, s) for u in A for v in A]) - 2 * math.log(m)
+    sbb = _lse([_e(u, v, s) for u in B for v in B]) - 2 * math.log(n)
+    sab = _lse([_e(u, v, s) for u in A for v in B]) - math.log(m * n)
+    return saa + sbb - 2 * sab
+
+
+def ref_conditional_log(x: Tensor, y: Tensor, p: Tensor, sx: float, sy: float) -> float:
+    X, Y, P = _rows(x), _rows(y), _rows(p)
+    N = len(X)
+    terms: list[list[float]] = [[], [], []]
+    for j in range(N):
+        ej = [_e(X[j], X[i], sx) for i in range(N)]
+        log_norm = 2 * _lse(ej)
+        for term, other, rows in ((0, Y[j], Y), (1, P[j], P), (2, P[j], Y)):
+            terms[term].append(_lse([ej[i] + _e(other, rows[i], sy) for i in range(N)]) - log_norm)
+    return _lse(terms[0]) + _lse(terms[1]) - 2 * _lse(terms[2])
 
 
 def ref_median(x: Tensor) -> float:
@@ -151,6 +183,21 @@ def test_divergence_properties() -> None:
     assert cs_divergence(a, b + 2.0, 1.0) > cs_divergence(a, b, 1.0)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_properties_hold_on_random_samples(seed: int) -> None:
+    g = torch.Generator().manual_seed(100 + seed)
+    m, n, d = 5 + seed, 12 - seed, 1 + seed % 3
+    a = torch.randn(m, d, generator=g, dtype=torch.float64) * (1 + seed)
+    b = torch.randn(n, d, generator=g, dtype=torch.float64) + seed / 2
+    sigma = 0.3 + 0.4 * seed
+    d_ab, d_ba = cs_divergence(a, b, sigma).item(), cs_divergence(b, a, sigma).item()
+    assert d_ab >= 0 and d_ab == pytest.approx(d_ba, rel=1e-12)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    assert cs_qmi(x, z, sigma, 1.0).item() >= -1e-12
+    assert cs_qmi(x, z, "median", "silverman").item() >= -1e-12
+
+
 def test_qmi_properties() -> None:
     g = torch.Generator().manual_seed(5)
     n = 1500
@@ -184,6 +231,9 @@ def test_conditional_properties_and_limits() -> None:
     assert cs_conditional_divergence(x, y, y.clone()).item() == pytest.approx(0.0, abs=1e-12)
     near, far = y + 0.1, y + 1.0
     assert 0 < cs_conditional_divergence(x, y, near) < cs_conditional_divergence(x, y, far)
+    shift = torch.tensor([5.0, -2.0, 1e3, 0.5], dtype=torch.float64)
+    moved = cs_conditional_divergence(x + shift, y - 40.0, near - 40.0).item()
+    assert moved == pytest.approx(cs_conditional_divergence(x, y, near).item(), rel=1e-9)
     # sigma_x -> 0: K -> identity, the correntropy loss -2 log mean_j k(yhat_j, y_j)
     corr = -2 * math.log(float(torch.exp(-((far - y) ** 2) / 2).mean()))
     assert cs_conditional_divergence(x, y, far, sigma_x=1e-3).item() == pytest.approx(corr, rel=1e-9)
@@ -215,6 +265,43 @@ def test_large_scale_targets_float32_finite_and_accurate() -> None:
     )
 
 
+def test_log_space_matches_loop_reference_where_kernels_underflow() -> None:
+    g = torch.Generator().manual_seed(12)
+    a = torch.randn(7, 2, generator=g) - 300.0
+    b = torch.randn(5, 2, generator=g) + 300.0  # every cross kernel is exp(-3.6e5): 0 even in float64
+    ref = ref_divergence_log(a, b, 0.5)
+    assert math.isfinite(ref) and ref > 1e5
+    assert cs_divergence(a, b, 0.5).item() == pytest.approx(ref, rel=1e-5)
+    x = torch.randn(10, 3, generator=g)
+    y = 1e4 * torch.randn(10, generator=g)
+    p = y + 800.0 * torch.randn(10, generator=g)
+    ref = ref_conditional_log(x, y, p, 1.0, 1.0)
+    assert cs_conditional_divergence(x, y, p, 1.0, 1.0).item() == pytest.approx(ref, rel=1e-5)
+    # and the log-space reference agrees with the textbook loops where those are fine
+    y, p = torch.randn(10, generator=g), torch.randn(10, generator=g)
+    assert ref_conditional_log(x, y, p, 1.0, 0.7) == pytest.approx(ref_conditional(x, y, p, 1.0, 0.7), rel=1e-12)
+
+
+def test_memory_is_quadratic_never_n_n_d() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from lightning_info.losses.functional.cauchy_schwarz import ib_terms
+
+    n, d = 128, 256  # an (n, n, d) float32 tensor would be 16 MiB; an (n, n) float64 one is 128 KiB
+    g = torch.Generator().manual_seed(13)
+    x, t = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g, requires_grad=True)
+    y, p = torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g, requires_grad=True)
+
+    def largest_allocation(fn: Callable[[], Tensor]) -> int:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn().backward()
+        return max(event.cpu_memory_usage for event in prof.events())
+
+    ours = largest_allocation(lambda: sum(ib_terms(x, t, p, y, "median", "median", 1.0)))
+    broadcast = largest_allocation(lambda: (x[:, None] - t[None]).square().sum(-1).neg().exp().sum().log())
+    assert ours <= 4 * n * n * 8 < n * n * d * 4 <= broadcast
+
+
 def test_far_apart_clusters_float32_finite_gradients() -> None:
     g = torch.Generator().manual_seed(9)
     centers = torch.tensor([[-1e3] * 8, [1e3] * 8])
@@ -237,6 +324,17 @@ def test_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(lambda q: cs_conditional_divergence(x, y, q, 1.0, 0.8), (p,))
     assert torch.autograd.gradcheck(lambda z: cs_qmi(x, z, 1.0, 1.2), (t,))
     assert torch.autograd.gradcheck(lambda z: cs_divergence(z, x, 0.9), (t[:, :2],))
+
+
+@pytest.mark.parametrize("rule", ["median", "silverman"])
+def test_width_rules_are_constants_for_autograd(rule: str) -> None:
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    t = torch.randn(12, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    width = (median_width if rule == "median" else silverman_width)(t).item()
+    (by_rule,) = torch.autograd.grad(cs_qmi(x, t, 1.0, rule), t)  # type: ignore[arg-type]
+    (by_value,) = torch.autograd.grad(cs_qmi(x, t, 1.0, width), t)
+    torch.testing.assert_close(by_rule, by_value, rtol=1e-12, atol=1e-14)
 
 
 def test_half_precision_inputs_computed_in_float32() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 
 from lightning_info.callbacks import CSIBCallback
@@ -17,6 +17,7 @@ from lightning_info.losses import CSIBLoss
 from lightning_info.losses.functional import cs_conditional_divergence, cs_qmi
 from tests.helpers.lightning import run_ddp, trainer_kwargs
 from tests.helpers.models import MLPRegressor, loader, regression_data
+from tests.helpers.wandb_reader import series
 
 
 class CSIBRegressor(MLPRegressor):
@@ -66,12 +67,14 @@ def test_running_statistics_cumulative_and_frozen_in_eval() -> None:
     for y in batches:
         loss_fn(x[: y.shape[0]], x[: y.shape[0]], y.float(), y.float())
     seen = torch.cat(batches)
-    torch.testing.assert_close(loss_fn.target_mean.double(), seen.mean(0), rtol=1e-6, atol=0)
-    torch.testing.assert_close(loss_fn.target_var.double(), seen.var(0, unbiased=False), rtol=1e-4, atol=0)
-    assert int(loss_fn.target_count) == 26
+    stats = loss_fn.target_stats
+    torch.testing.assert_close(stats.mean.double(), seen.mean(0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(stats.var.double(), seen.var(0, unbiased=False), rtol=1e-4, atol=0)
+    assert int(stats.count) == 26
+    assert set(loss_fn.state_dict()) == {"target_stats.mean", "target_stats.var", "target_stats.count"}
     loss_fn.eval()
     loss_fn(x[:4], x[:4], batches[0][:4].float(), batches[0][:4].float())
-    assert int(loss_fn.target_count) == 26
+    assert int(stats.count) == 26
 
 
 def test_standardised_loss_is_scale_invariant_and_uses_running_stats() -> None:
@@ -126,7 +129,7 @@ def test_bad_arguments_and_inputs() -> None:
         loss_fn(x, x, torch.randn(8, 2), y)
     with pytest.raises(ValueError, match="y contains NaN"):
         loss_fn(x, x, y, torch.full((8,), float("nan")))
-    assert int(loss_fn.target_count) == 0  # nothing was recorded by failed calls
+    assert int(loss_fn.target_stats.count) == 0  # nothing was recorded by failed calls
 
 
 # ---------------------------------------------------------------- Lightning
@@ -141,11 +144,14 @@ def test_fit_with_csib_loss_accumulate_and_checkpoint_resume(tmp_path: Path) -> 
     trainer = Trainer(callbacks=[ckpt], **kw)
     trainer.fit(model, loader(data, batch_size=16))
     assert trainer.global_step == 6
-    assert int(model.csib.target_count) == 96 + 96  # 12 batches (accumulation: 2 per optimizer step)
+    assert int(model.csib.target_stats.count) == 96 + 96  # 12 batches (accumulation: 2 per optimizer step)
     scaled = data.tensors[1].double() * 1e4
-    torch.testing.assert_close(model.csib.target_mean.double(), scaled.mean().reshape(1), rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(model.csib.target_stats.mean.double(), scaled.mean().reshape(1), rtol=1e-5, atol=1e-2)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     stats = {k: v.clone() for k, v in model.csib.state_dict().items()}
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+    for key, value in stats.items():
+        torch.testing.assert_close(saved[f"csib.{key}"], value, rtol=0, atol=0)
 
     restored = CSIBRegressor.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt", beta=0.05, scale=1e4)
     for key, value in stats.items():
@@ -153,7 +159,7 @@ def test_fit_with_csib_loss_accumulate_and_checkpoint_resume(tmp_path: Path) -> 
     resumed = CSIBRegressor(beta=0.05, scale=1e4, optimizer_factory=lambda p: torch.optim.Adam(p, lr=1e-2))
     trainer2 = Trainer(**trainer_kwargs(tmp_path, max_steps=8))
     trainer2.fit(resumed, loader(data, batch_size=16), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
-    assert int(resumed.csib.target_count) == 192 + 2 * 16  # continued from the checkpoint, not from zero
+    assert int(resumed.csib.target_stats.count) == 192 + 2 * 16  # continued from the checkpoint, not from zero
 
 
 def test_fit_bf16_mixed(tmp_path: Path) -> None:
@@ -164,34 +170,80 @@ def test_fit_bf16_mixed(tmp_path: Path) -> None:
     assert torch.isfinite(model.csib.last_prediction) and torch.isfinite(model.csib.last_compression)
 
 
-def test_callback_adds_beta_times_qmi_and_logs(tmp_path: Path) -> None:
-    # CSV, not W&B: reading the offline W&B history back intermittently returned no rows on a loaded machine
-    logger = CSVLogger(str(tmp_path), name="csv")
+@pytest.mark.wandb
+def test_callback_adds_beta_times_qmi_and_logs_both_terms_to_wandb(
+    tmp_path: Path, wandb_offline: Callable[..., Any]
+) -> None:
     torch.manual_seed(0)
-    model = MLPRegressor(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.0))
-    x, y = next(iter(loader(regression_data())))
+    model = MLPRegressor(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.0))  # lr 0: every step sees one model
+    batches = list(loader(regression_data()))
     with torch.no_grad():
-        expected_term = cs_qmi(x, model.encoder(x), "median", "median").item()
+        x, y = batches[0]
+        expected_term = cs_qmi(x, model.encoder(x), "silverman", "median").item()
         mse = torch.nn.functional.mse_loss(model(x), y).item()
+        # csib/prediction at step 2 uses the running statistics of both batches' targets
+        both = torch.cat([b[1] for b in batches[:2]])
+        mean, std = both.mean(), both.std(unbiased=False)
+        x2, y2 = batches[1]
+        expected_prediction = cs_conditional_divergence(x2, (y2 - mean) / std, (model(x2) - mean) / std, "silverman")
     losses: list[float] = []
 
     class Record(CSIBCallback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    callback = Record("encoder", beta=0.5, log_prediction=True)
+    callback = Record("encoder", beta=0.5)
+    logger = wandb_offline()
     trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=2, logger=logger, log_every_n_steps=1))
     trainer.fit(model, loader(regression_data()))
     assert losses[0] == pytest.approx(mse + 0.5 * expected_term, rel=1e-5)
-    logger.save()
-    with open(Path(logger.log_dir) / "metrics.csv") as f:
-        rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
-    compression = [r["csib/compression"] for r in rows if "csib/compression" in r]
-    prediction = [r["csib/prediction"] for r in rows if "csib/prediction" in r]
-    assert len(compression) == len(prediction) == 2
-    assert compression[0] == pytest.approx(expected_term, rel=1e-5)
-    assert all(p > 0 for p in prediction)
+    rows = wandb_offline.history()
+    compression, prediction = series(rows, "csib/compression"), series(rows, "csib/prediction")
+    assert [step for step, _ in compression] == [step for step, _ in prediction] == [0, 1]
+    assert compression[0][1] == pytest.approx(expected_term, rel=1e-5)
+    assert prediction[1][1] == pytest.approx(expected_prediction.item(), rel=1e-5)
+    assert int(callback.target_stats.count) == 32  # type: ignore[union-attr]
     assert "training_step" not in model.__dict__
+
+
+def test_callback_state_checkpointed_and_resumed(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    data = regression_data(n=64)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    callback = CSIBCallback("encoder", beta=0.1)
+    trainer = Trainer(callbacks=[callback, ckpt], **trainer_kwargs(tmp_path, max_steps=4, enable_checkpointing=True))
+    trainer.fit(MLPRegressor(), loader(data))
+    assert callback.target_stats is not None and int(callback.target_stats.count) == 64
+    y = data.tensors[1]
+    torch.testing.assert_close(callback.target_stats.mean, y.mean().reshape(1), rtol=1e-5, atol=1e-6)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["callbacks"][callback.state_key]
+    torch.testing.assert_close(saved["mean"], callback.target_stats.mean, rtol=0, atol=0)
+    resumed = CSIBCallback("encoder", beta=0.1)
+    Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path, max_steps=6)).fit(
+        MLPRegressor(), loader(data), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
+    )
+    assert resumed.target_stats is not None and int(resumed.target_stats.count) == 64 + 2 * 16
+
+
+def test_callback_without_forward_warns_once_and_still_adds_the_term(tmp_path: Path) -> None:
+    class NoForward(MLPRegressor):  # the training_step calls the layers, not forward
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.head(self.encoder(x)).squeeze(-1), y)
+
+    logged: list[float] = []
+
+    class Record(CSIBCallback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged.append(float(trainer.callback_metrics["csib/compression"]))
+            assert "csib/prediction" not in trainer.callback_metrics
+
+    callback = Record("encoder", input_layer="encoder")
+    with pytest.warns(UserWarning, match="csib/prediction is not logged: the module's forward did not run") as seen:
+        trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=3))
+        trainer.fit(NoForward(), loader(regression_data()))
+    assert sum("csib/prediction" in str(w.message) for w in seen) == 1
+    assert len(logged) == 3 and all(v > 0 for v in logged)
 
 
 def test_callback_gradient_reaches_encoder_only_through_term(tmp_path: Path) -> None:
@@ -233,7 +285,7 @@ def test_callback_errors(tmp_path: Path) -> None:
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_ddp_two_processes_stats_synced(tmp_path: Path) -> None:
+def test_ddp_two_processes_loss_and_callback(tmp_path: Path) -> None:
     run_ddp(
         tmp_path,
         """
@@ -244,20 +296,36 @@ def test_ddp_two_processes_stats_synced(tmp_path: Path) -> None:
         from tests.helpers.lightning import trainer_kwargs
         from tests.helpers.models import loader, regression_data
 
+        class Both(CSIBRegressor):  # CSIBLoss on (encoder, head) + CSIBCallback on the forward pass
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                y_pred = self(x)
+                t = self.encoder(x)
+                loss = self.csib(x, t, y_pred, y)
+                self.local = (x.detach(), t.detach(), self.csib.last_compression)
+                return loss
+
         torch.manual_seed(0)
-        model = CSIBRegressor(beta=0.05)
-        callback = CSIBCallback("encoder", beta=0.01, input_layer="encoder")  # training_step does not call forward
-        trainer = Trainer(callbacks=[callback],
-                          **trainer_kwargs(OUT, devices=2, strategy="ddp", max_steps=3))
+        model = Both(beta=0.05)
+        callback = CSIBCallback("encoder", beta=0.01)
+        trainer = Trainer(callbacks=[callback], **trainer_kwargs(OUT, devices=2, strategy="ddp", max_steps=3))
         trainer.fit(model, loader(regression_data(n=96), batch_size=16))
-        torch.save({"stats": model.csib.state_dict(), "w": model.encoder[0].weight.detach().clone()},
-                   OUT / f"r{trainer.global_rank}.pt")
+        torch.save({"loss": model.csib.state_dict(), "callback": callback.state_dict(), "local": model.local,
+                    "w": model.encoder[0].weight.detach().clone()}, OUT / f"r{trainer.global_rank}.pt")
         """,
     )
-    r0, r1 = torch.load(tmp_path / "r0.pt"), torch.load(tmp_path / "r1.pt")
-    for key in ("target_mean", "target_var", "target_count"):
-        torch.testing.assert_close(r0["stats"][key], r1["stats"][key], rtol=0, atol=0)
-    assert int(r0["stats"]["target_count"]) == 3 * 2 * 16  # 3 steps x 2 ranks x local batch 16
+    r0, r1 = (torch.load(tmp_path / f"r{rank}.pt", weights_only=True) for rank in (0, 1))
     y = regression_data(n=96).tensors[1]
-    torch.testing.assert_close(r0["stats"]["target_mean"], y.mean().reshape(1), rtol=1e-5, atol=1e-6)
+    for state in ("loss", "callback"):
+        prefix = "target_stats." if state == "loss" else ""
+        for key in ("mean", "var", "count"):
+            torch.testing.assert_close(r0[state][prefix + key], r1[state][prefix + key], rtol=0, atol=0)
+        assert int(r0[state][prefix + "count"]) == 3 * 2 * 16  # 3 steps x 2 ranks x local batch 16
+        torch.testing.assert_close(r0[state][prefix + "mean"], y.mean().reshape(1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r0["w"], r1["w"], rtol=0, atol=0)
+    # the kernel terms are computed on each rank's local batch (16 samples), not on a gathered one
+    for r in (r0, r1):
+        x, t, compression = r["local"]
+        assert x.shape[0] == 16
+        torch.testing.assert_close(compression, cs_qmi(x, t, "silverman", "median"), rtol=1e-5, atol=1e-7)
+    assert not torch.equal(r0["local"][0], r1["local"][0])

@@ -7,8 +7,16 @@ from lightning_info.losses.functional.cauchy_schwarz import (
     median_width,
     silverman_width,
 )
+from lightning_info.losses.functional.conditional_mutual_information import conditional_mutual_information
 from lightning_info.losses.functional.entropy_regularizer import entropy_band_penalty, entropy_regularizer
 
-__all__: list[str] = []
-__all__ += ["cs_conditional_divergence", "cs_divergence", "cs_qmi", "median_width", "silverman_width"]
-__all__ += ["entropy_band_penalty", "entropy_regularizer"]
+__all__ = [
+    "conditional_mutual_information",
+    "cs_conditional_divergence",
+    "cs_divergence",
+    "cs_qmi",
+    "entropy_band_penalty",
+    "entropy_regularizer",
+    "median_width",
+    "silverman_width",
+]

@@ -1,15 +1,27 @@
 r"""Cauchy–Schwarz (CS) divergence, CS quadratic mutual information and the conditional CS divergence.
 
 Kernel estimators from Yu, Yu, Løkse, Jenssen and Principe, "Cauchy-Schwarz Divergence Information Bottleneck for
-Regression" (ICLR 2024), with the Gaussian kernel :math:`\kappa_\sigma(u, v) = \exp(-\lVert u - v\rVert^2 / 2\sigma^2)`.
+Regression" (ICLR 2024): the CS divergence, the CS-QMI of Proposition 2 and the conditional CS divergence of
+Proposition 1 (the prediction term), with the Gaussian kernel
+:math:`\kappa_\sigma(u, v) = \exp(-\lVert u - v\rVert^2 / 2\sigma^2)`.
 
-Every quantity is a combination of logarithms of kernel sums, computed in log space: sums that involve two
-different sample sets (``a`` vs ``b``, ``y_pred`` vs ``y``) are ``logsumexp`` over the kernel exponents
-:math:`-\lVert u - v\rVert^2 / 2\sigma^2`; sums of a kernel of a sample set with itself contain its unit diagonal,
-so they are >= 1 and are summed directly (same result, fewer passes). Samples that are far apart relative to
-:math:`\sigma` therefore give large *finite* values and finite gradients in float32, where
-``log(sum(exp(...)))`` would give ``log(0) = -inf``. The normalising constants
+Every quantity is a combination of logarithms of kernel sums, computed in log space from the kernel exponents
+:math:`e_{ij} = -\lVert u_i - v_j\rVert^2 / 2\sigma^2`: a sum of kernels is :math:`\log\sum_{ij} e^{e_{ij}}`, a
+``logsumexp``. A sum that contains a unit diagonal (a sample set against itself, e.g. :math:`\sum_{ij} K_{ij}` or
+:math:`\sum_i K_{ji} L^1_{ji}`) has its largest exponent known in advance, :math:`\max e = 0`, so its ``logsumexp``
+is exactly ``log(sum(exp(e)))`` with no shift; it is computed that way (one pass instead of three). Every other sum
+(``a`` against ``b``, ``y_pred`` against ``y``, the sums over queries ``j``) is a ``logsumexp`` shifted by its
+maximum. So
+samples that are far apart relative to :math:`\sigma` give large *finite* values and finite gradients in float32,
+where the textbook ``log(sum(exp(...)))`` of a cross term gives ``log(0) = -inf``. The normalising constants
 (:math:`1/N^2`, :math:`1/N^3`, ...) cancel exactly in each formula and are left out.
+
+Underflow floors (speed, not accuracy): on CPU, ``exp`` of exponents below about -87 and products that underflow
+float32 take a slow path (tens of times slower). Kernel values are therefore computed as
+``exp(max(e, -40))`` and the ``logsumexp`` terms as ``max + log(sum(exp(max(e - max, -80))))``. A floored entry only
+ever enters a sum that is at least 1 (a unit diagonal, or the largest term of a ``logsumexp``), so the change is at
+most ``N * 4e-18`` relative (``N * 2e-35`` for the ``logsumexp``): invisible in float32, below ``1e-13`` in float64
+for ``N <= 10^4``; floored entries get no gradient (their true gradient is as small).
 
 Squared distances are computed once per pair of sample sets with a matrix product (``addmm``; exact differences
 for one feature), in O(N·M) memory: never an ``(N, M, d)`` tensor. Inputs of shape ``(N,)`` are ``N`` samples with
@@ -22,6 +34,13 @@ is applied to):
 - ``"median"``: the median Euclidean distance between distinct samples (lower median over the pairs ``i < j``).
 - ``"silverman"``: Silverman's rule of thumb :math:`\bar s \, (4 / ((d + 2) N))^{1/(d + 4)}`, with :math:`\bar s`
   the root mean per-feature variance and ``d`` the number of features.
+
+``"median"`` adapts to the scale and dimension of each batch (a good default for representations, whose scale
+changes during training, and for the kernel two-sample use of :func:`cs_divergence`); ``"silverman"`` is the
+density-estimation rule, much narrower than the median distance and narrower as ``N`` grows (the default for the
+inputs of the CS-IB prediction term, see :class:`~lightning_info.losses.CSIBLoss`); a float fixes the width (the
+authors' script uses ``sigma = 1`` on standardised data). A width is resolved per call, from the batch, and treated
+as a constant by autograd.
 """
 
 from __future__ import annotations
@@ -40,6 +59,10 @@ Estimator = Literal["proposition", "official"]
 
 _WIDTH_RULES = ("median", "silverman")
 _MIN_WIDTH = 1e-6
+# exp() of exponents below about -87 (float32 underflow) takes a slow path on CPU (~50x); the floors keep every
+# exponentiated value, and every product of two kernel values, a normal float32 (see the module docstring)
+_KERNEL_FLOOR = -40.0
+_LSE_FLOOR = -80.0
 
 
 def as_samples(name: str, value: object, min_rows: int = 2) -> Tensor:
@@ -47,11 +70,9 @@ def as_samples(name: str, value: object, min_rows: int = 2) -> Tensor:
 
     Raises:
         TypeError: not a floating-point tensor.
-        ValueError: a 0-d tensor, fewer than ``min_rows`` samples, or NaN/Inf values.
+        ValueError: a 0-d tensor or fewer than ``min_rows`` samples, or NaN/Inf values.
     """
-    tensor = check_tensor(name, value, min_rows=min_rows)
-    if tensor.ndim == 0:
-        raise ValueError(f"{name} must have at least 1 dimension (samples), got a 0-d tensor")
+    tensor = check_tensor(name, value, min_rows=min_rows)  # a 0-d tensor has no rows: rejected here
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     return tensor.reshape(tensor.shape[0], -1)
@@ -116,7 +137,10 @@ def silverman_width(samples: Tensor) -> Tensor:
         >>> round(silverman_width(torch.tensor([0.0, 1.0, 2.0, 3.0])).item(), 4)
         1.0363
     """
-    points = as_samples("samples", samples)
+    return _silverman(as_samples("samples", samples))
+
+
+def _silverman(points: Tensor) -> Tensor:
     with torch.no_grad():
         n, d = points.shape
         spread = points.var(dim=0, unbiased=True).mean().sqrt()
@@ -133,55 +157,89 @@ def _median_from_sq_dists(sq_dists: Tensor) -> Tensor:
         return width.clamp_min(_MIN_WIDTH)
 
 
-def kernel_width(sigma: KernelWidth, samples: Tensor, sq_dists: Tensor) -> Tensor | float:
-    """Resolve a validated width for ``(N, d)`` ``samples`` whose pairwise squared distances are ``sq_dists``."""
+def _resolve_width(sigma: KernelWidth, samples: Tensor, sq_dists: Tensor) -> Tensor | float:
     if sigma == "median":
         return _median_from_sq_dists(sq_dists)
     if sigma == "silverman":
-        return silverman_width(samples)
+        return _silverman(samples)
     return float(sigma)
 
 
-def log_kernel(sq_dists: Tensor, sigma: Tensor | float) -> Tensor:
-    """Log of the Gaussian kernel, ``-sq_dists / (2 sigma^2)``."""
+def _log_kernel(sq_dists: Tensor, sigma: Tensor | float) -> Tensor:
     return sq_dists * (-0.5 / sigma**2)
 
 
+def log_gram(samples: Tensor, sigma: KernelWidth) -> Tensor:
+    """``(N, N)`` matrix of Gaussian-kernel exponents ``-|s_i - s_j|^2 / (2 sigma^2)`` of validated ``(N, d)`` samples.
+
+    Built once per batch from one squared-distance matrix; ``"median"``/``"silverman"`` widths come from ``samples``
+    (without gradient). The diagonal is exactly 0 (the kernel matrix ``exp`` of it has a unit diagonal).
+    """
+    sq_dists = squared_distances(samples)
+    return _log_kernel(sq_dists, _resolve_width(sigma, samples, sq_dists))
+
+
+def _kernel(log_k: Tensor) -> Tensor:
+    """Kernel values from exponents, floored at ``exp(-40)`` (products of two stay normal float32 numbers)."""
+    return log_k.clamp_min(_KERNEL_FLOOR).exp()
+
+
+def _logsumexp(values: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """``torch.logsumexp`` with the shifted exponents floored at -80 (no slow underflow path; same value)."""
+    top = values.detach().amax(dim=dim, keepdim=True)
+    return (values - top).clamp_min(_LSE_FLOOR).exp().sum(dim=dim).log() + top.squeeze(dim)
+
+
 def _log_self_sum(kernel: Tensor, dim: int | None = None) -> Tensor:
-    # log of a sum of a self-kernel (unit diagonal, entries in [0, 1]): every row sum is >= 1, so the plain sum
-    # is already stable (no exponent can overflow and the log never sees 0) and cheaper than a logsumexp
+    # logsumexp of exponents whose maximum is known to be 0 (a unit diagonal in every row): the shift of the
+    # logsumexp is 0, so it is exactly log(sum(exp(e))) -- never log(0), since every row sum is >= 1
     return (kernel.sum() if dim is None else kernel.sum(dim=dim)).log()
 
 
-def _cs_divergence_compute(k_aa: Tensor, k_bb: Tensor, log_ab: Tensor) -> Tensor:
-    # log(1/m^2 sum K_aa) + log(1/n^2 sum K_bb) - 2 log(1/(mn) sum K_ab): the 1/m, 1/n factors cancel
-    return _log_self_sum(k_aa) + _log_self_sum(k_bb) - 2 * log_ab.logsumexp(dim=(0, 1))
-
-
-def cs_qmi_from_kernels(k: Tensor, l_z: Tensor) -> Tensor:
-    """:func:`cs_qmi` from the ``(N, N)`` kernel matrices (unit diagonal) of ``x`` and ``z``."""
-    # log(1/N^2 sum K∘L) + log(1/N^4 sum K sum L) - 2 log(1/N^3 sum_i (sum_j K_ij)(sum_j L_ij)): N's cancel
+def _qmi_from_kernels(k: Tensor, l_z: Tensor) -> Tensor:
+    # log(1/N^2 sum K∘L) + log(1/N^4 sum K sum L) - 2 log(1/N^3 sum_i (sum_j K_ij)(sum_j L_ij)): the N's cancel
     joint = _log_self_sum(k * l_z)
     marginals = _log_self_sum(k) + _log_self_sum(l_z)
-    cross = (_log_self_sum(k, 1) + _log_self_sum(l_z, 1)).logsumexp(dim=0)
+    cross = _logsumexp(_log_self_sum(k, 1) + _log_self_sum(l_z, 1), dim=0)
     return joint + marginals - 2 * cross
 
 
-def conditional_from_kernel(
-    k: Tensor, log_k: Tensor, y: Tensor, y_pred: Tensor, sigma_y: KernelWidth, estimator: Estimator = "proposition"
+def _conditional_from_kernel(
+    k: Tensor, log_k: Tensor, y: Tensor, y_pred: Tensor, sigma_y: KernelWidth, estimator: Estimator
 ) -> Tensor:
-    """:func:`cs_conditional_divergence` from the ``(N, N)`` kernel on ``x`` (and its log) and ``(N, k)`` targets."""
+    # Proposition 1 from the (N, N) kernel on x (and its exponents) and (N, k) targets
     d_yy = squared_distances(y)
-    width = kernel_width(sigma_y, y, d_yy)
-    # per query j: log of the normaliser, (sum_i K_ji)^2 (Proposition 1) or sum_i K_ji^2 (released script)
+    width = _resolve_width(sigma_y, y, d_yy)
+    # per query j, the log of the weight's denominator: (sum_i K_ji)^2 (Proposition 1) or sum_i K_ji^2 (script)
     log_norm = 2 * _log_self_sum(k, 1) if estimator == "proposition" else _log_self_sum(k.square(), 1)
-    l1 = log_kernel(d_yy, width).exp()
-    l2 = log_kernel(squared_distances(y_pred), width).exp()
-    log_l21 = log_kernel(squared_distances(y_pred, y), width)  # no unit diagonal: needs the logsumexp
-    t1 = (_log_self_sum(k * l1, 1) - log_norm).logsumexp(dim=0)
-    t2 = (_log_self_sum(k * l2, 1) - log_norm).logsumexp(dim=0)
-    t3 = ((log_k + log_l21).logsumexp(dim=1) - log_norm).logsumexp(dim=0)
+    l1 = _kernel(_log_kernel(d_yy, width))
+    l2 = _kernel(_log_kernel(squared_distances(y_pred), width))
+    log_l21 = _log_kernel(squared_distances(y_pred, y), width)  # L21_ji = k(yhat_j, y_i): no unit diagonal
+    t1 = _logsumexp(_log_self_sum(k * l1, 1) - log_norm, dim=0)
+    t2 = _logsumexp(_log_self_sum(k * l2, 1) - log_norm, dim=0)
+    t3 = _logsumexp(_logsumexp(log_k + log_l21, dim=1) - log_norm, dim=0)
     return t1 + t2 - 2 * t3
+
+
+def ib_terms(
+    x: Tensor,
+    t: Tensor,
+    y_pred: Tensor,
+    y: Tensor,
+    sigma_x: KernelWidth,
+    sigma_t: KernelWidth,
+    sigma_y: KernelWidth,
+    estimator: Estimator = "proposition",
+) -> tuple[Tensor, Tensor]:
+    """The two CS-IB terms ``(prediction, compression)`` of validated ``(N, d)`` tensors, sharing one kernel on ``x``.
+
+    ``prediction`` is :func:`cs_conditional_divergence` ``(x, y, y_pred)``, ``compression`` is :func:`cs_qmi`
+    ``(x, t)``; the kernel matrix of ``x`` is built once for both.
+    """
+    log_k = log_gram(x, sigma_x)
+    k = _kernel(log_k)
+    prediction = _conditional_from_kernel(k, log_k, y, y_pred, sigma_y, estimator)
+    return prediction, _qmi_from_kernels(k, _kernel(log_gram(t, sigma_t)))
 
 
 def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
@@ -218,16 +276,15 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
     a2, b2 = as_samples("a", a), as_samples("b", b)
     if a2.shape[1] != b2.shape[1]:
         raise ValueError(f"a and b must have the same number of features, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if isinstance(sigma, str):
-        pooled = torch.cat([a2, b2])
-        d_pooled = squared_distances(pooled)
-        m = a2.shape[0]
-        d_aa, d_bb, d_ab = d_pooled[:m, :m], d_pooled[m:, m:], d_pooled[:m, m:]
-        width = kernel_width(sigma, pooled, d_pooled)
+    m = a2.shape[0]
+    if isinstance(sigma, str):  # one pooled matrix: the width rule needs every pair anyway
+        log_pooled = log_gram(torch.cat([a2, b2]), sigma)
+        log_aa, log_bb, log_ab = log_pooled[:m, :m], log_pooled[m:, m:], log_pooled[:m, m:]
     else:
-        d_aa, d_bb, d_ab = squared_distances(a2), squared_distances(b2), squared_distances(a2, b2)
-        width = sigma
-    return _cs_divergence_compute(log_kernel(d_aa, width).exp(), log_kernel(d_bb, width).exp(), log_kernel(d_ab, width))
+        log_aa, log_bb = log_gram(a2, sigma), log_gram(b2, sigma)
+        log_ab = _log_kernel(squared_distances(a2, b2), sigma)
+    # log(1/m^2 sum K_aa) + log(1/n^2 sum K_bb) - 2 log(1/(mn) sum K_ab): the 1/m, 1/n factors cancel
+    return _log_self_sum(_kernel(log_aa)) + _log_self_sum(_kernel(log_bb)) - 2 * _logsumexp(log_ab, dim=(0, 1))
 
 
 def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidth = 1.0) -> Tensor:
@@ -265,11 +322,8 @@ def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidt
     """
     sigma_x, sigma_z = check_width("sigma_x", sigma_x), check_width("sigma_z", sigma_z)
     x2, z2 = as_samples("x", x), as_samples("z", z)
-    _check_paired(("x", x2), ("z", z2))
-    d_x, d_z = squared_distances(x2), squared_distances(z2)
-    k = log_kernel(d_x, kernel_width(sigma_x, x2, d_x)).exp()
-    l_z = log_kernel(d_z, kernel_width(sigma_z, z2, d_z)).exp()
-    return cs_qmi_from_kernels(k, l_z)
+    check_paired(("x", x2), ("z", z2))
+    return _qmi_from_kernels(_kernel(log_gram(x2, sigma_x)), _kernel(log_gram(z2, sigma_z)))
 
 
 def cs_conditional_divergence(
@@ -282,8 +336,8 @@ def cs_conditional_divergence(
 ) -> Tensor:
     r"""Conditional CS divergence :math:`D_{CS}(p(y|x) \,\|\, q_\theta(\hat y|x))`, the CS-IB prediction term.
 
-    Empirical estimator of Proposition 1 of the paper, from triplets :math:`(x_j, y_j, \hat y_j)`, with
-    :math:`K_{ji} = \kappa_{\sigma_x}(x_j, x_i)`, :math:`L^1_{ji} = \kappa_{\sigma_y}(y_j, y_i)`,
+    The empirical estimator of Proposition 1 of Yu et al. (ICLR 2024), from triplets :math:`(x_j, y_j, \hat y_j)`,
+    with :math:`K_{ji} = \kappa_{\sigma_x}(x_j, x_i)`, :math:`L^1_{ji} = \kappa_{\sigma_y}(y_j, y_i)`,
     :math:`L^2_{ji} = \kappa_{\sigma_y}(\hat y_j, \hat y_i)` and :math:`L^{21}_{ji} = \kappa_{\sigma_y}(\hat y_j, y_i)`:
 
     .. math::
@@ -299,10 +353,13 @@ def cs_conditional_divergence(
     :math:`\mathrm{MSE} / \sigma_y^2` for small errors; as :math:`\sigma_x \to \infty` it tends to the unconditional
     :func:`cs_divergence` between ``y`` and ``y_pred``.
 
-    ``estimator="official"`` uses the weighting of the authors' released training script instead: each query
-    ``j`` is divided by :math:`\sum_i K_{ji}^2` rather than :math:`(\sum_i K_{ji})^2` (that script also reports
-    bits, ``log2``; here both estimators are in nats). The two agree when ``K`` is the identity; otherwise the
-    script's weights are not those of the proposition and the value is not zero-calibrated in the same way.
+    ``estimator="official"`` is the simplified weighting the authors train with in their released script
+    (``CS_Div`` in ``loss_cs.py``): each query ``j`` is divided by :math:`\sum_i K_{ji}^2` instead of
+    :math:`(\sum_i K_{ji})^2`. The two agree when ``K`` is the identity (:math:`\sigma_x \to 0`) and both are zero at
+    ``y_pred == y``; otherwise the script weights the queries by :math:`1 / \sum_i K_{ji}^2` (more weight to
+    queries in dense regions of ``x`` relative to the proposition's :math:`1/\hat p(x_j)^2`), so its value is not
+    the Proposition 1 estimate. The script also reports bits (``log2``); here both estimators are in nats, on
+    correctly shaped ``(N, k)`` targets, in log space.
 
     Args:
         x: ``(N,)`` or ``(N, d_x)`` inputs (conditioning variable), ``N >= 2``.
@@ -330,35 +387,41 @@ def cs_conditional_divergence(
         True
     """
     sigma_x, sigma_y = check_width("sigma_x", sigma_x), check_width("sigma_y", sigma_y)
-    check_choice("estimator", estimator, ("proposition", "official"))
+    check_estimator(estimator)
     x2, y2, p2 = as_samples("x", x), as_samples("y", y), as_samples("y_pred", y_pred)
-    _check_paired(("x", x2), ("y", y2), ("y_pred", p2))
+    check_paired(("x", x2), ("y", y2), ("y_pred", p2))
     if y2.shape[1] != p2.shape[1]:
         raise ValueError(
             f"y and y_pred must have the same number of features, got {tuple(y.shape)} and {tuple(y_pred.shape)}"
         )
-    d_x = squared_distances(x2)
-    log_k = log_kernel(d_x, kernel_width(sigma_x, x2, d_x))
-    return conditional_from_kernel(log_k.exp(), log_k, y2, p2, sigma_y, estimator)
+    log_k = log_gram(x2, sigma_x)
+    return _conditional_from_kernel(_kernel(log_k), log_k, y2, p2, sigma_y, estimator)
 
 
-def _check_paired(*named: tuple[str, Tensor]) -> None:
+def check_estimator(estimator: object) -> Estimator:
+    """Validate the conditional estimator name: ``"proposition"`` or ``"official"``."""
+    return check_choice("estimator", estimator, ("proposition", "official"))  # type: ignore[return-value]
+
+
+def check_paired(*named: tuple[str, Tensor]) -> None:
+    """Raise a ``ValueError`` listing the sizes unless every ``(name, tensor)`` has the same number of samples."""
     sizes = {name: t.shape[0] for name, t in named}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"paired inputs must have the same number of samples, got {sizes}")
 
 
 __all__ = [
+    "Estimator",
     "KernelWidth",
     "as_samples",
+    "check_estimator",
+    "check_paired",
     "check_width",
-    "conditional_from_kernel",
     "cs_conditional_divergence",
     "cs_divergence",
     "cs_qmi",
-    "cs_qmi_from_kernels",
-    "kernel_width",
-    "log_kernel",
+    "ib_terms",
+    "log_gram",
     "median_width",
     "silverman_width",
     "squared_distances",
