@@ -1,14 +1,21 @@
 """Per-sample Fisher: torch.func vmap (chunked) vs the batch-size-1 loop FISH's public code uses.
 
-Run ``python benchmarks/fisher.py`` (``--quick`` for a smoke run). Prints seconds for N samples on a small MLP and a
-small transformer, the speed-up, and the peak resident memory of fresh processes for several chunk sizes.
+Run ``python benchmarks/fisher.py`` (``--quick`` for a smoke run). CPU timings; noisy on shared machines. Prints the
+seconds for N = 1024 samples on a small MLP and a small transformer with both modes, the speed-up, and the peak
+extra resident memory of the vmap estimate (above the process's peak before it) in fresh processes: for several
+chunk sizes at N = 1024, and for a fixed chunk at a small and a large N (the memory must follow the chunk, not N).
+Memory is measured with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_`` = 128 KiB) so that RSS follows the
+live tensors; the "default malloc" column shows the extra drift of glibc's heap with its default dynamic threshold.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -19,6 +26,8 @@ from lightning_info.fisher import empirical_fisher
 
 
 class SmallTransformer(nn.Module):
+    """Linear embedding of 8 tokens -> 2 ``nn.TransformerEncoderLayer`` (d=64, 4 heads) -> mean -> 10 classes."""
+
     def __init__(self, in_dim: int = 8, d_model: int = 64, num_classes: int = 10) -> None:
         super().__init__()
         self.embed = nn.Linear(in_dim, d_model)
@@ -31,6 +40,7 @@ class SmallTransformer(nn.Module):
 
 
 def models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
+    """Name -> (builder, shape of one input)."""
     return {
         "mlp": (
             lambda: nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)),
@@ -40,55 +50,97 @@ def models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
     }
 
 
-def _data(n: int, shape: tuple[int, ...]) -> list[tuple[Tensor, Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
-    return [(x, y)]  # one batch: chunk_size alone decides how many samples vmap processes at once
-
-
-def timed(name: str, n: int, mode: str, chunk: int) -> float:
+def _setup(name: str, n: int) -> tuple[nn.Module, list[tuple[Tensor, Tensor]]]:
     build, shape = models()[name]
     torch.manual_seed(0)
-    model, data = build(), _data(n, shape)
-    empirical_fisher(model, data, num_samples=min(n, 8), mode=mode, chunk_size=chunk)  # warm-up
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return build(), [(x, y)]  # one batch: chunk_size alone decides how many samples vmap processes at once
+
+
+def timed(name: str, n: int, mode: str, chunk: int | None) -> float:
+    """Seconds for the Fisher over ``n`` samples (after a warm-up on 8)."""
+    model, data = _setup(name, n)
+    empirical_fisher(model, data, num_samples=min(n, 8), mode=mode, chunk_size=chunk)  # type: ignore[arg-type]
     start = time.perf_counter()
-    empirical_fisher(model, data, num_samples=n, mode=mode, chunk_size=chunk)
+    empirical_fisher(model, data, num_samples=n, mode=mode, chunk_size=chunk)  # type: ignore[arg-type]
     return time.perf_counter() - start
 
 
-def peak_rss_mb(name: str, n: int, chunk: int) -> float:
-    """Peak resident memory (MB) of a fresh process computing the vmap Fisher with ``chunk_size=chunk``."""
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def extra_peak_mb(name: str, n: int, chunk: int) -> float:
+    """In this process: peak RSS during the vmap Fisher minus the RSS just before it, in MB (Linux).
+
+    A thread samples ``/proc/self/statm`` every millisecond (``ru_maxrss`` would be dominated by the peak of
+    ``import torch``); each chunk holds its gradients for far longer than that.
+    """
+    model, data = _setup(name, n)
+    empirical_fisher(model, data, num_samples=min(n, 4), chunk_size=4)  # warm-up: kernels, lazy allocations
+    before, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    empirical_fisher(model, data, num_samples=n, chunk_size=chunk)
+    done.set()
+    sampler.join()
+    return max(peak[0], _rss_mb()) - before
+
+
+def _fresh(name: str, n: int, chunk: int, steady_malloc: bool = True) -> float:
+    """``extra_peak_mb`` in a fresh process; ``steady_malloc`` fixes glibc's mmap threshold (see ``main``)."""
     code = (
-        "import resource, sys; sys.path.insert(0, 'benchmarks'); from fisher import timed; "
-        f"timed({name!r}, {n}, 'vmap', {chunk}); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys; sys.path.insert(0, 'benchmarks'); from fisher import extra_peak_mb; "
+        f"print(extra_peak_mb({name!r}, {n}, {chunk}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1]) / 1024
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)} if steady_malloc else None
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout.split()[-1])
 
 
 def main(quick: bool = False, memory: bool = True) -> dict[str, float]:
-    n = 64 if quick else 1024
-    chunk = 64
+    n = 16 if quick else 1024
+    print(f"{'model':12s} {'params':>8s} {'vmap s':>8s} {'loop s':>8s} {'speed-up':>9s}   (N={n}, default chunk_size)")
     ratios: dict[str, float] = {}
-    print(f"{'model':12s} {'params':>8s} {'vmap s':>8s} {'loop s':>8s} {'speed-up':>9s}   (N={n}, chunk={chunk})")
     for name, (build, _) in models().items():
         params = sum(p.numel() for p in build().parameters())
-        fast, slow = timed(name, n, "vmap", chunk), timed(name, n, "loop", chunk)
+        fast, slow = timed(name, n, "vmap", None), timed(name, n, "loop", None)
         ratios[name] = slow / fast
         print(f"{name:12s} {params:8d} {fast:8.3f} {slow:8.3f} {ratios[name]:8.1f}x")
+    growth = None
     if memory:
-        print("\npeak RSS of a fresh process, vmap on the mlp (per-sample gradients: chunk x params x 4 bytes)")
+        # glibc raises its mmap threshold after large frees and then serves big blocks from the heap, whose peak RSS
+        # drifts with the number of chunks; a fixed threshold (MALLOC_MMAP_THRESHOLD_) makes RSS follow live tensors
         params = sum(p.numel() for p in models()["mlp"][0]().parameters())
-        for size in (16, 128, 1024) if not quick else (4, 16):
-            grads_mb = size * params * 4 / 2**20
-            print(f"  chunk {size:5d}: {peak_rss_mb('mlp', n, size):8.1f} MB  (gradients {grads_mb:7.1f} MB)")
+        print(f"\npeak extra RSS of the vmap Fisher, mlp ({params} params), a fresh process per row")
+        print(f"{'N':>6s} {'chunk':>6s} {'extra MB':>9s} {'chunk grads MB':>15s} {'default malloc MB':>18s}")
+        fixed = 16 if quick else 256
+        rows = [(n, c, False) for c in ((4, 16) if quick else (16, 128, 1024))]
+        rows += [(rows_n, fixed, True) for rows_n in ((16, 64) if quick else (256, 4096))]
+        extra = {}
+        for rows_n, c, both in rows:
+            extra[rows_n, c] = _fresh("mlp", rows_n, c)
+            default = f"{_fresh('mlp', rows_n, c, steady_malloc=False):18.1f}" if both else ""
+            print(f"{rows_n:6d} {c:6d} {extra[rows_n, c]:9.1f} {c * params * 4 / 2**20:15.1f} {default}")
+        (small, _, _), (large, _, _) = rows[-2:]
+        growth = extra[large, fixed] / max(extra[small, fixed], 1.0)
     for name, ratio in ratios.items():
         print(f"vmap vs batch-1 loop Fisher ({name}, {n} samples): {ratio:.1f}x (goal >= 5x)")
+    if growth is not None:
+        print(f"peak extra memory, N={large} vs N={small} at chunk {fixed}: {growth:.2f}x (goal <= 1.2x)")
     return ratios
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="64 samples, small memory sweep (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="16 samples, small memory sweep (smoke run)")
     args = parser.parse_args()
     main(quick=args.quick)

@@ -24,11 +24,18 @@ masks are broadcast from rank 0, so every rank trains the same entries.
 
 ``recompute_every_n_epochs=m`` is the paper's *dynamic* variant: at the start of every m-th epoch the Fisher is
 re-estimated at the current weights and new masks replace the old ones (entries that become frozen stay at their
-current values). With ``None`` (default) the masks are fixed for the whole run, as in FISH.
+current values; the optimizer state is kept, so a newly kept entry starts from its decayed Adam moments). With
+``None`` (default) the masks are fixed for the whole run, as in FISH.
 
-Logged (any logger, at the step the masks are set): ``fisher/kept_frac/<parameter>`` per parameter tensor,
-``fisher/kept_frac`` overall and ``fisher/num_kept``; with a ``WandbLogger`` also ``fisher/histogram``, a histogram
-of :math:`\log_{10}` of the per-sample mean Fisher.
+Logged (any logger, at the step the masks are set): ``fisher/kept_frac/<layer>`` for every module owning trainable
+parameters (e.g. ``fisher/kept_frac/encoder.layers.0.linear1``; a parameter of the LightningModule itself is its own
+layer), ``fisher/kept_frac`` overall and ``fisher/num_kept``; with a ``WandbLogger`` also ``fisher/histogram``, a
+histogram of :math:`\log_{10}` of the positive Fisher values. The scalars are also put in
+``trainer.callback_metrics`` (for ``ModelCheckpoint``, the demo summary, or your own code).
+
+To rank by another score, subclass and override :meth:`FisherMask.compute_scores`. To shrink the optimizer's state
+with ``keep_ratio``, see :func:`~lightning_info.fisher.train_kept_entries_only` (the masks computed up front, the
+frozen entries turned into buffers, no callback needed).
 """
 
 from __future__ import annotations
@@ -99,7 +106,8 @@ class FisherMask(Callback):
         mode: ``"vmap"`` (``torch.func`` per-sample gradients) or ``"loop"`` (batch size 1), see
             :func:`~lightning_info.fisher.empirical_fisher`.
         label: ``"empirical"`` (data labels, as in FISH) or ``"sampled"`` (labels drawn from the model).
-        chunk_size: samples per ``vmap`` call (bounds the extra memory to ``chunk_size * #params`` values).
+        chunk_size: samples per ``vmap`` call (bounds the extra memory to ``chunk_size * #params`` values);
+            ``None``: at most 256 samples and 256 MiB of per-sample gradients.
 
     Raises:
         ValueError: for ``keep_ratio`` outside (0, 1], ``num_samples`` < 1, ``recompute_every_n_epochs`` < 1, a bad
@@ -125,7 +133,7 @@ class FisherMask(Callback):
         recompute_every_n_epochs: int | None = None,
         mode: Literal["vmap", "loop"] = "vmap",
         label: Literal["empirical", "sampled"] = "empirical",
-        chunk_size: int = 64,
+        chunk_size: int | None = None,
     ) -> None:
         self.keep_ratio = check_range("keep_ratio", keep_ratio, 0.0, 1.0, low_inclusive=False)
         self.num_samples = check_int("num_samples", num_samples, min_value=1)
@@ -149,11 +157,10 @@ class FisherMask(Callback):
         check_choice("mode", mode, ["vmap", "loop"])
         check_choice("label", label, ["empirical", "sampled"])
         self.mode, self.label = mode, label
-        self.chunk_size = check_int("chunk_size", chunk_size, min_value=1)
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, min_value=1)
         self.computed_at_epoch = -1  # epoch whose start computed the current masks (-1: none yet)
         self.num_computations = 0  # in this process; tests use it to check that a resume does not recompute
-        self._frozen: list[tuple[Tensor, Tensor, Tensor]] = []  # (parameter, mask, snapshot)
-        self._masked: list[tuple[Tensor, Tensor, bool]] = []  # (parameter, mask, mask has no True entry)
+        self._masked: list[tuple[Tensor, Tensor, Tensor, bool]] = []  # (parameter, mask, snapshot, nothing kept)
         self._handles: list[RemovableHandle] = []
 
     @property
@@ -163,8 +170,8 @@ class FisherMask(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        # every stage: a checkpoint with masks then also loads for validate/test/predict (the container is empty
+        # until the masks are set or loaded)
         existing = getattr(pl_module, MASK_ATTRIBUTE, None)
         if existing is None:
             pl_module.add_module(MASK_ATTRIBUTE, _MaskBuffers())
@@ -193,10 +200,10 @@ class FisherMask(Callback):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        for param, mask, frozen in self._masked:
+        for param, mask, _, nothing_kept in self._masked:
             if param.grad is None:
                 continue
-            if frozen:
+            if nothing_kept:
                 param.grad = None
             else:
                 param.grad.masked_fill_(~mask, 0)
@@ -204,7 +211,7 @@ class FisherMask(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._remove_hooks()
-        self._frozen, self._masked = [], []
+        self._masked = []
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -227,7 +234,15 @@ class FisherMask(Callback):
             raise RuntimeError("FisherMask: the trainer has no training dataloader to estimate the Fisher from")
         return (trainer.strategy.batch_to_device(batch) for batch in source)
 
-    def _compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+    def compute_scores(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        """The scores whose global top-k the masks keep: by default the empirical Fisher of every parameter.
+
+        The Fisher is summed over ``num_samples`` samples, over all DDP ranks, so every rank gets the same numbers.
+
+        Override it to rank by something else (a control with random scores, :func:`~lightning_info.fisher.
+        fisher_importance`, ...); :func:`~lightning_info.fisher.topk_masks`, the broadcast from rank 0 and the logging
+        stay the same. Return ``{name: tensor of the parameter's shape}`` for every trainable parameter.
+        """
         params = self._trainable(pl_module)
         fisher = empirical_fisher(
             pl_module,
@@ -239,34 +254,35 @@ class FisherMask(Callback):
             chunk_size=self.chunk_size,
         )
         flat = trainer.strategy.reduce(torch.cat([f.reshape(-1) for f in fisher.values()]), reduce_op="sum")
-        fisher = dict(zip(params, flat.split([p.numel() for p in params.values()]), strict=True))
-        fisher = {name: f.reshape(params[name].shape) for name, f in fisher.items()}
-        masks = topk_masks(fisher, self.keep_ratio, self.include, self.exclude, self.always_train)
+        chunks = flat.split([p.numel() for p in params.values()])
+        return {name: chunk.reshape(p.shape) for (name, p), chunk in zip(params.items(), chunks, strict=True)}
+
+    def _compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
+        scores = self.compute_scores(trainer, pl_module)
+        masks = topk_masks(scores, self.keep_ratio, self.include, self.exclude, self.always_train)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             flat_mask = torch.cat([m.reshape(-1) for m in masks.values()]).to(torch.uint8)
             torch.distributed.broadcast(flat_mask, src=0)
             chunks = flat_mask.bool().split([m.numel() for m in masks.values()])
             masks = {name: c.reshape(masks[name].shape) for (name, c) in zip(masks, chunks, strict=True)}
         self.num_computations += 1
-        self._log(trainer, fisher, masks)
+        self._log(trainer, scores, masks)
         return masks
 
     def _install(self, trainer: Trainer, pl_module: LightningModule, masks: dict[str, Tensor]) -> None:
         getattr(pl_module, MASK_ATTRIBUTE).set(masks)
         params = self._trainable(pl_module)
-        self._masked, self._frozen = [], []
-        for name, mask in masks.items():
-            if bool(mask.all()):
-                continue
-            param = params[name]
-            self._masked.append((param, mask, not bool(mask.any())))
-            self._frozen.append((param, mask, param.detach().clone()))
+        self._masked = [
+            (params[name], mask, params[name].detach().clone(), not bool(mask.any()))
+            for name, mask in masks.items()
+            if not bool(mask.all())
+        ]
         self._remove_hooks()
         self._handles = [opt.register_step_post_hook(self._restore) for opt in trainer.optimizers]
 
     @torch.no_grad()
     def _restore(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        for param, mask, snapshot in self._frozen:
+        for param, mask, snapshot, _ in self._masked:
             param.copy_(torch.where(mask, param, snapshot))
 
     def _remove_hooks(self) -> None:
@@ -274,30 +290,32 @@ class FisherMask(Callback):
             handle.remove()
         self._handles = []
 
-    def _log(self, trainer: Trainer, fisher: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
-        if not trainer.loggers or not trainer.is_global_zero:
+    def _log(self, trainer: Trainer, scores: dict[str, Tensor], masks: dict[str, Tensor]) -> None:
+        layers: dict[str, list[int]] = {}  # layer (the module owning the parameter) -> [kept, total]
+        for name, mask in masks.items():
+            counts = layers.setdefault(name.rpartition(".")[0] or name, [0, 0])
+            counts[0] += int(mask.sum())
+            counts[1] += mask.numel()
+        kept, total = sum(k for k, _ in layers.values()), sum(n for _, n in layers.values())
+        metrics: dict[str, Any] = {f"fisher/kept_frac/{layer}": k / n for layer, (k, n) in layers.items()}
+        metrics.update({"fisher/kept_frac": kept / total, "fisher/num_kept": float(kept)})
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
+        if not trainer.is_global_zero:
             return
         from lightning.pytorch.loggers import WandbLogger
 
-        kept = sum(int(m.sum()) for m in masks.values())
-        total = sum(m.numel() for m in masks.values())
-        metrics: dict[str, Any] = {f"fisher/kept_frac/{name}": float(m.float().mean()) for name, m in masks.items()}
-        metrics.update({"fisher/kept_frac": kept / total, "fisher/num_kept": float(kept)})
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):  # one row with the scalars and the histogram
-                row = {
-                    **metrics,
-                    "fisher/histogram": self._histogram(fisher),
-                    "trainer/global_step": trainer.global_step,
-                }
-                logger.experiment.log(row)
-            else:
-                logger.log_metrics(metrics, step=trainer.global_step)
+            extra = _histogram(scores) if isinstance(logger, WandbLogger) else {}
+            logger.log_metrics({**metrics, **extra}, step=trainer.global_step)
 
-    def _histogram(self, fisher: dict[str, Tensor]) -> Any:
-        """``wandb.Histogram`` of log10 of the per-sample mean Fisher (wandb imported lazily)."""
-        import wandb
 
-        values = torch.cat([f.reshape(-1) for f in fisher.values()]).double().cpu() / self.num_samples
-        counts, edges = torch.histogram(values.clamp_min(1e-30).log10(), bins=64)
-        return wandb.Histogram(np_histogram=(counts.numpy(), edges.numpy()))
+def _histogram(scores: dict[str, Tensor]) -> dict[str, Any]:
+    """``{"fisher/histogram": wandb.Histogram}`` of log10 of the positive scores, ``{}`` if none (wandb lazily)."""
+    import wandb
+
+    values = torch.cat([f.reshape(-1) for f in scores.values()]).detach().double().cpu()
+    positive = values[values > 0]
+    if positive.numel() == 0:
+        return {}
+    counts, edges = torch.histogram(positive.log10(), bins=64)
+    return {"fisher/histogram": wandb.Histogram(np_histogram=(counts.numpy(), edges.numpy()))}

@@ -6,25 +6,30 @@ For parameters :math:`\theta` and samples :math:`(x_i, y_i)`, the diagonal Fishe
 
 computed **per sample**. The square of the batch-mean gradient,
 :math:`\big(\tfrac{1}{N}\sum_i \partial_j \log p(y_i|x_i)\big)^2`, is a different quantity (it cancels opposite
-gradients) and is not what this module returns.
+gradients) and is not what this module returns. We return the **sum** over the N samples, as the FISH paper writes
+it; divide by N for the mean :math:`\tfrac{1}{N}\sum_i` that other write-ups use. The two differ by a constant
+factor, so the top-k masks are identical.
 
 Two implementations give the same numbers:
 
 - ``mode="vmap"``: ``torch.func.functional_call`` + ``vmap(grad(...))`` over chunks of ``chunk_size`` samples; the
-  per-sample gradients of one chunk (``chunk_size x #params`` values) are the peak extra memory.
+  per-sample gradients of one chunk (``chunk_size x #params`` values, squared in place) and the chunk's activations
+  are the peak extra memory, whatever the number of samples. By default a chunk holds at most 256 samples and at
+  most 256 MiB of per-sample gradients.
 - ``mode="loop"``: one forward/backward per sample (batch size 1), for models ``vmap`` cannot transform (in-place
   ops on inputs, custom autograd functions without vmap rules, data-dependent control flow).
 
 **BatchNorm and dropout.** The model is put in ``eval()`` mode while the Fisher is estimated (and every submodule's
 ``training`` flag is restored afterwards): BatchNorm uses its running statistics and dropout is off, so each
 sample's gradient does not depend on the other samples of its batch, ``vmap`` never updates running statistics in
-place, and both modes agree. Buffers are not modified.
+place, and both modes agree. Buffers are not modified. (In train mode a batch of one would be normalised by its own
+statistics, which ``BatchNorm1d`` refuses, and ``vmap`` cannot write running statistics in place.)
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -36,6 +41,8 @@ from torch.utils._pytree import tree_map
 from lightning_info._internal.validation import check_choice, check_int
 
 LossFn = Callable[[Any, Tensor], Tensor]
+_MAX_CHUNK = 256  # default chunk: at most this many samples per vmap call ...
+_CHUNK_BYTES = 256 * 2**20  # ... and at most this many bytes of per-sample gradients
 
 
 def nll_from_logits(output: Tensor, target: Tensor) -> Tensor:
@@ -68,6 +75,36 @@ def _num_rows(inputs: Any, targets: Tensor) -> int:
     return int(targets.shape[0])
 
 
+def _cat(held: list[tuple[Any, Tensor]]) -> tuple[Any, Tensor]:
+    if len(held) == 1:
+        return held[0]
+    inputs = [x for x, _ in held]
+    joined = tree_map(lambda *ts: torch.cat(ts) if isinstance(ts[0], Tensor) else ts[0], inputs[0], *inputs[1:])
+    return joined, torch.cat([y for _, y in held])
+
+
+def _chunks(batches: Iterable[Any], num_samples: int, chunk_size: int) -> Iterator[tuple[Any, Tensor]]:
+    """``(inputs, targets)`` of ``chunk_size`` rows (the last may be shorter) from the first ``num_samples`` rows.
+
+    Consecutive batches are joined, so a loader with small batches still fills each ``vmap`` call.
+    """
+    held: list[tuple[Any, Tensor]] = []
+    held_rows = seen = 0
+    for batch in batches:
+        if seen >= num_samples:
+            break
+        inputs, targets = _split_batch(batch)
+        rows = min(_num_rows(inputs, targets), num_samples - seen)
+        held.append((_rows(inputs, 0, rows), targets[:rows]))
+        held_rows, seen = held_rows + rows, seen + rows
+        while held_rows >= chunk_size:
+            x, y = _cat(held)
+            yield _rows(x, 0, chunk_size), y[:chunk_size]
+            held, held_rows = [(_rows(x, chunk_size, held_rows), y[chunk_size:])], held_rows - chunk_size
+    if held_rows:
+        yield _cat(held)
+
+
 def _scalar(loss: object) -> Tensor:
     if not isinstance(loss, Tensor):
         raise TypeError(f"loss_fn must return a tensor, got {type(loss).__name__}")
@@ -79,10 +116,14 @@ def _scalar(loss: object) -> Tensor:
     return loss.reshape(())
 
 
+def _call(model: nn.Module, inputs: Any) -> Any:
+    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+
+
 def _sample_labels(model: nn.Module, inputs: Any, generator: torch.Generator | None) -> Tensor:
     """Draw ``y ~ p_theta(y | x)`` (categorical over the last dimension of the model's output)."""
     with torch.no_grad():
-        logits = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+        logits = _call(model, inputs)
     probs = logits.detach().float().softmax(-1).cpu()
     draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return draws.reshape(probs.shape[:-1]).to(logits.device)
@@ -95,7 +136,7 @@ def empirical_fisher(
     num_samples: int = 1024,
     mode: Literal["vmap", "loop"] = "vmap",
     label: Literal["empirical", "sampled"] = "empirical",
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     r"""Diagonal Fisher :math:`F_j = \sum_i (\partial_j \log p(y_i \mid x_i))^2` of every trainable parameter.
@@ -103,15 +144,18 @@ def empirical_fisher(
     Args:
         model: the network; called as ``model(inputs)`` (or ``model(*inputs)`` for a tuple of input tensors).
             Only parameters with ``requires_grad=True`` get a Fisher value. Put in ``eval()`` during the estimate.
-        batches: iterable of ``(inputs, targets, ...)`` batches, e.g. a ``DataLoader``, already on the model's device.
+        batches: iterable of ``(inputs, targets, ...)`` batches, e.g. a ``DataLoader``, already on the model's device;
+            consecutive batches are joined into chunks, so the loader's batch size does not limit ``vmap``.
         loss_fn: ``loss_fn(output, target) -> scalar`` giving the negative log-likelihood of one sample (it receives a
             batch of one). Default: cross-entropy of logits, ``-log softmax(output)[target]``.
         num_samples: N, the number of samples used (the first ``num_samples`` rows of ``batches``).
         mode: ``"vmap"`` (per-sample gradients with ``torch.func``, chunked) or ``"loop"`` (batch size 1).
-        label: ``"empirical"`` uses the data's targets (empirical Fisher, as in FISH); ``"sampled"`` draws
-            :math:`y \sim p_\theta(\cdot \mid x)` from the model's softmax output (the true Fisher's Monte-Carlo
-            estimate) and passes it to ``loss_fn`` instead of the target.
+        label: ``"empirical"`` uses the data's targets (empirical Fisher, as in FISH); ``"sampled"`` draws one
+            :math:`y \sim p_\theta(\cdot \mid x)` per sample from the softmax of the model's output over its last
+            dimension (a one-draw Monte-Carlo estimate of the true Fisher, for classifiers whose output is logits)
+            and passes it to ``loss_fn`` instead of the data's target.
         chunk_size: samples per ``vmap`` call; peak extra memory is about ``chunk_size * #params`` values.
+            ``None``: ``min(256, 256 MiB / bytes of one sample's gradients)``, at least 1.
         generator: random generator for ``label="sampled"`` (CPU), for reproducible draws.
 
     Returns:
@@ -141,7 +185,8 @@ def empirical_fisher(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     num_samples = check_int("num_samples", num_samples, min_value=1)
-    chunk_size = check_int("chunk_size", chunk_size, min_value=1)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, min_value=1)
     check_choice("mode", mode, ["vmap", "loop"])
     check_choice("label", label, ["empirical", "sampled"])
     if loss_fn is not None and not callable(loss_fn):
@@ -151,26 +196,22 @@ def empirical_fisher(
     if not params:
         raise ValueError(f"model ({type(model).__name__}) has no trainable parameters (requires_grad=True)")
     fisher = {name: torch.zeros_like(p, memory_format=torch.contiguous_format) for name, p in params.items()}
+    if chunk_size is None:
+        sample_bytes = sum(p.numel() * p.element_size() for p in params.values())
+        chunk_size = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // sample_bytes))
 
     training = {module: module.training for module in model.modules()}
     model.eval()
     seen = 0
     try:
-        for batch in batches:
-            inputs, targets = _split_batch(batch)
-            rows = min(_num_rows(inputs, targets), num_samples - seen)
-            for start in range(0, rows, chunk_size):
-                stop = min(start + chunk_size, rows)
-                x, y = _rows(inputs, start, stop), targets[start:stop]
-                if label == "sampled":
-                    y = _sample_labels(model, x, generator)
-                if mode == "vmap":
-                    _accumulate_vmap(model, params, loss, x, y, fisher)
-                else:
-                    _accumulate_loop(model, params, loss, x, y, fisher)
-            seen += rows
-            if seen >= num_samples:
-                break
+        for x, y in _chunks(batches, num_samples, chunk_size):
+            if label == "sampled":
+                y = _sample_labels(model, x, generator)
+            if mode == "vmap":
+                _accumulate_vmap(model, params, loss, x, y, fisher)
+            else:
+                _accumulate_loop(model, params, loss, x, y, fisher)
+            seen += int(y.shape[0])
     finally:
         for module, flag in training.items():
             module.training = flag
@@ -179,10 +220,6 @@ def empirical_fisher(
     if seen < num_samples:
         warnings.warn(f"empirical_fisher: asked for num_samples={num_samples}, the batches held {seen}", stacklevel=2)
     return fisher
-
-
-def _call(model: nn.Module, inputs: Any) -> Any:
-    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
 
 
 def _accumulate_vmap(
@@ -202,10 +239,10 @@ def _accumulate_vmap(
         # the math attention kernel decomposes into ops with batching rules (the fused CPU kernels have none)
         with sdpa_kernel([SDPBackend.MATH]):
             per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(detached, x, y)
-    except RuntimeError as err:  # pragma: no cover - depends on the model's ops
+    except RuntimeError as err:
         raise RuntimeError(f"vmap could not compute per-sample gradients ({err}); use mode='loop'") from err
     for name, g in per_sample.items():
-        fisher[name] += g.pow(2).sum(0)
+        fisher[name] += g.square_().sum(0)  # in place: no second chunk-sized tensor
 
 
 def _accumulate_loop(
@@ -213,8 +250,9 @@ def _accumulate_loop(
 ) -> None:
     names, tensors = list(params), list(params.values())
     for i in range(int(y.shape[0])):
-        value = _scalar(loss_fn(_call(model, _rows(x, i, i + 1)), y[i : i + 1]))
-        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        with torch.enable_grad():  # the loop needs autograd even when called under no_grad (vmap does not)
+            value = _scalar(loss_fn(_call(model, _rows(x, i, i + 1)), y[i : i + 1]))
+            grads = torch.autograd.grad(value, tensors, allow_unused=True)
         for name, g in zip(names, grads, strict=True):
             if g is not None:
                 fisher[name] += g.pow(2)

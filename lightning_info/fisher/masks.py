@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -93,7 +94,7 @@ def topk_masks(
             raise ValueError(f"fisher[{name!r}] contains NaN or Inf values")
     names = list(fisher)
     total = sum(fisher[n].numel() for n in names)
-    budget = max(1, int(keep_ratio * total))
+    budget = max(1, math.floor(keep_ratio * total + 1e-6))  # + 1e-6: 0.29 * 100 is 28.999999999999996 in floats
     always = match_parameter_names(names, always_train, "always_train")
     candidates = match_parameter_names(names, include, "include") if include is not None else set(names)
     candidates -= match_parameter_names(names, exclude, "exclude") | always

@@ -92,6 +92,46 @@ def test_sampled_labels_same_in_both_modes_and_differ_from_empirical() -> None:
     assert not torch.allclose(a["2.bias"], e["2.bias"])
 
 
+def test_sampled_labels_estimate_the_true_fisher() -> None:
+    # last-layer bias: d(-log p_y)/d b = p - e_y, so E_{y ~ p}[(p_c - [y = c])^2] = p_c (1 - p_c) exactly
+    model = _mlp()
+    x, _ = _data(6)
+    repeats = 2000
+    xs = x.repeat_interleave(repeats, 0)
+    batches = [(xs, torch.zeros(len(xs), dtype=torch.long))]  # the data labels must be ignored
+    g = torch.Generator().manual_seed(0)
+    fisher = empirical_fisher(model, batches, label="sampled", num_samples=len(xs), chunk_size=512, generator=g)
+    with torch.no_grad():
+        p = torch.softmax(model(x).double(), -1)
+    true_fisher = repeats * (p * (1 - p)).sum(0)
+    torch.testing.assert_close(fisher["2.bias"].double(), true_fisher, rtol=0.05, atol=0)
+    empirical = empirical_fisher(model, batches, num_samples=len(xs), chunk_size=512)  # all labels 0: far off
+    assert (empirical["2.bias"].double() - true_fisher).abs().max() > 0.2 * true_fisher.max()
+
+
+def test_loop_mode_under_no_grad_and_vmap_failure_message() -> None:
+    model = _mlp()
+    x, y = _data(8)
+    reference = empirical_fisher(model, [(x, y)], num_samples=8, mode="loop")
+    with torch.no_grad():  # e.g. called from a no_grad hook: both modes still differentiate
+        for mode in ("loop", "vmap"):
+            fisher = empirical_fisher(model, [(x, y)], num_samples=8, mode=mode)  # type: ignore[arg-type]
+            torch.testing.assert_close(fisher["0.weight"], reference["0.weight"])
+
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.linear(x)
+            return out if out.sum().item() > 0 else -out  # .item(): vmap cannot batch this
+
+    with pytest.raises(RuntimeError, match=r"vmap could not compute per-sample gradients.*use mode='loop'"):
+        empirical_fisher(DataDependent(), [(x, y)], num_samples=8)
+    assert empirical_fisher(DataDependent(), [(x, y)], num_samples=8, mode="loop")["linear.weight"].sum() > 0
+
+
 def test_frozen_parameters_are_skipped_and_tuple_inputs() -> None:
     class TwoInputs(nn.Module):
         def __init__(self) -> None:
@@ -104,7 +144,9 @@ def test_frozen_parameters_are_skipped_and_tuple_inputs() -> None:
     model = TwoInputs()
     model.b.requires_grad_(False)
     x, y = _data(8)
-    fast = empirical_fisher(model, [((x, x.flip(0)), y)], num_samples=8, chunk_size=3)
+    # two batches of 5 and 3 rows in chunks of 3: a chunk joins the tuple inputs of both batches
+    split = [((x[:5], x.flip(0)[:5]), y[:5]), ((x[5:], x.flip(0)[5:]), y[5:])]
+    fast = empirical_fisher(model, split, num_samples=8, chunk_size=3)
     slow = empirical_fisher(model, [((x, x.flip(0)), y)], num_samples=8, mode="loop")
     assert list(fast) == ["a.weight", "a.bias"]
     for name in fast:
@@ -161,6 +203,13 @@ def test_topk_exact_k_global_and_ties() -> None:
         first, second = topk_masks(fisher, ratio), topk_masks(fisher, ratio)
         assert sum(int(m.sum()) for m in first.values()) == max(1, int(ratio * 5 * 91))
         assert all(torch.equal(first[n], second[n]) for n in fisher)
+
+
+def test_topk_budget_is_the_floor_despite_float_rounding() -> None:
+    # 0.29 * 100 == 28.999999999999996 and 0.57 * 100 == 56.99999999999999 in floats; k must be 29 and 57
+    for ratio, k in ((0.29, 29), (0.57, 57), (0.015, 1), (0.0149, 1), (0.005, 1)):
+        masks = topk_masks({"w": torch.arange(100.0)}, ratio)
+        assert int(masks["w"].sum()) == k, ratio
 
 
 def test_threshold_property_against_sorting() -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision
 
 from lightning_info.callbacks import FisherMask
 from lightning_info.fisher import empirical_fisher, topk_masks
@@ -24,22 +25,40 @@ def _masks(model: MLPClassifier) -> dict[str, torch.Tensor]:
     return {k.removeprefix("fisher_mask."): v.clone() for k, v in model.state_dict().items() if "fisher_mask" in k}
 
 
-def test_fit_keeps_masked_entries_bit_identical(tmp_path: Path, wandb_offline: Any) -> None:
+def _wandb_rows(wandb_offline: Any, tmp_path: Path) -> list[dict[str, Any]]:
+    rows = wandb_offline.history()
+    for _ in range(100):  # the wandb service may still be writing the offline file after finish() returns
+        if any("fisher/kept_frac" in row for row in rows):
+            break
+        time.sleep(0.1)
+        rows = read_history(tmp_path / "wandb")
+    return rows
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed-scaler"])
+def test_fit_keeps_masked_entries_bit_identical(tmp_path: Path, wandb_offline: Any, precision: str) -> None:
     model = MLPClassifier(optimizer_factory=_adamw)
     data = loader(classification_data(64), batch_size=16)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    expected = topk_masks(empirical_fisher(model, data, num_samples=32), 0.1, always_train=["net.4.bias"])
+    fisher = empirical_fisher(model, data, num_samples=32)
+    expected = topk_masks(fisher, 0.1, always_train=["net.4.bias"])
     callback = FisherMask(keep_ratio=0.1, num_samples=32, always_train=["net.4.bias"])
+    amp: dict[str, Any] = (
+        {"precision": "bf16-mixed"}
+        if precision == "bf16-mixed"  # the scaler path: unscale, then on_before_optimizer_step, clip, scaler.step
+        else {"plugins": [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]}
+    )
     kwargs = trainer_kwargs(
         tmp_path,
         max_steps=6,
-        precision="bf16-mixed",
         gradient_clip_val=0.5,
         accumulate_grad_batches=2,
         logger=wandb_offline(),
         log_every_n_steps=1,
+        **amp,
     )
-    Trainer(callbacks=[callback], **kwargs).fit(model, data)
+    trainer = Trainer(callbacks=[callback], **kwargs)
+    trainer.fit(model, data)
     masks = _masks(model)
     assert list(masks) == [n.replace(".", "__") for n in before]
     total = sum(p.numel() for p in before.values())
@@ -51,17 +70,40 @@ def test_fit_keeps_masked_entries_bit_identical(tmp_path: Path, wandb_offline: A
         if mask.any():
             assert bool((param[mask] != before[name][mask]).all()), name  # every kept entry moved
     assert masks["net__4__bias"].all()
-    rows = wandb_offline.history()
-    for _ in range(100):  # the wandb service may still be writing the offline file after finish() returns
-        if any("fisher/kept_frac" in row for row in rows):
-            break
-        time.sleep(0.1)
-        rows = read_history(tmp_path / "wandb")
-    logged = {k: v for row in rows for k, v in row.items()}
+    per_layer = {
+        layer: sum(int(masks[f"net__{layer[4:]}__{p}"].sum()) for p in ("weight", "bias"))
+        / sum(masks[f"net__{layer[4:]}__{p}"].numel() for p in ("weight", "bias"))
+        for layer in ("net.0", "net.2", "net.4")
+    }
+    assert per_layer["net.4"] > 3 / 51  # the 3 always-trained biases
+    assert float(trainer.callback_metrics["fisher/kept_frac"]) == pytest.approx(int(0.1 * total) / total)
+    logged = {k: v for row in _wandb_rows(wandb_offline, tmp_path) for k, v in row.items()}
     assert logged["fisher/kept_frac"] == pytest.approx(int(0.1 * total) / total)
-    assert logged["fisher/kept_frac/net.4.bias"] == 1.0
+    for layer, fraction in per_layer.items():
+        assert logged[f"fisher/kept_frac/{layer}"] == pytest.approx(fraction)
     assert logged["fisher/num_kept"] == int(0.1 * total)
     assert logged["fisher/histogram/_type"] == "histogram"
+    assert sum(logged["fisher/histogram/values"]) == sum(int((f > 0).sum()) for f in fisher.values())  # log10: F > 0
+
+
+def test_masks_gradients_before_clipping(tmp_path: Path) -> None:
+    # one SGD step with an active norm clip: the clip must see only the kept gradient entries
+    model = MLPClassifier(optimizer_factory=lambda p: torch.optim.SGD(p, lr=1.0))
+    data = loader(classification_data(64), batch_size=16)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks = topk_masks(empirical_fisher(model, data, num_samples=64), 0.05)
+    x, y = next(iter(data))
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+    kept = {n: g * masks[n] for n, g in zip(before, grads, strict=True)}
+    kept_norm = torch.sqrt(sum(g.pow(2).sum() for g in kept.values()))
+    full_norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    clip = 0.5 * float(kept_norm)
+    assert full_norm > 1.5 * kept_norm  # clipping the unmasked gradient would give a visibly smaller step
+    callback = FisherMask(keep_ratio=0.05, num_samples=64)
+    Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=1, gradient_clip_val=clip)).fit(model, data)
+    for name, param in model.named_parameters():
+        step = before[name] - kept[name] * clip / (float(kept_norm) + 1e-6)
+        torch.testing.assert_close(param.detach(), step, rtol=1e-5, atol=1e-7)
 
 
 def test_sgd_momentum_and_full_freeze_of_tensors(tmp_path: Path) -> None:
@@ -99,6 +141,12 @@ def test_resume_reuses_masks_without_recomputing(tmp_path: Path) -> None:
         mask = masks[name.replace(".", "__")]
         assert torch.equal(mask, saved["state_dict"][f"fisher_mask.{name.replace('.', '__')}"])
         assert torch.equal(param[~mask], saved["state_dict"][name][~mask])
+    # validate from the checkpoint with a fresh module: the masks load (strictly) without training
+    third = MLPClassifier()
+    Trainer(callbacks=[FisherMask(keep_ratio=0.2)], **trainer_kwargs(tmp_path)).validate(
+        third, data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), verbose=False
+    )
+    assert all(torch.equal(m, _masks(third)[k]) for k, m in masks.items())
 
 
 def test_recompute_every_n_epochs(tmp_path: Path) -> None:
