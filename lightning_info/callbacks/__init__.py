@@ -1,4 +1,8 @@
-"""Lightning callbacks: loss terms, monitors and masks that plug into any ``LightningModule``."""
+"""Lightning callbacks: loss terms, monitors and masks that plug into any ``LightningModule``.
+
+``MCMICallback`` (the MCMI teacher's loss term) lives with the rest of the distillation parts in
+:mod:`lightning_info.distill`.
+"""
 
 from lightning_info.callbacks.attention_entropy_monitor import AttentionEntropyMonitor
 from lightning_info.callbacks.cs_ib import CSIBCallback
@@ -6,9 +10,14 @@ from lightning_info.callbacks.entropy_guided_attention import EntropyGuidedAtten
 from lightning_info.callbacks.fisher_mask import FisherMask
 from lightning_info.callbacks.information_monitor import InformationMonitor
 from lightning_info.callbacks.loss_term import LossTermCallback
+from lightning_info.callbacks.sharpness_monitor import SharpnessMonitor
 
-__all__ = ["LossTermCallback"]
-__all__ += ["CSIBCallback"]
-__all__ += ["FisherMask"]
-__all__ += ["AttentionEntropyMonitor", "EntropyGuidedAttentionCallback"]
-__all__ += ["InformationMonitor"]
+__all__ = [
+    "AttentionEntropyMonitor",
+    "CSIBCallback",
+    "EntropyGuidedAttentionCallback",
+    "FisherMask",
+    "InformationMonitor",
+    "LossTermCallback",
+    "SharpnessMonitor",
+]
