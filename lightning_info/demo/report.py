@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,12 +60,22 @@ def format_table(summary: dict[str, float]) -> str:
 
 
 def write_report(out: Path, summary: dict[str, float], history: MetricsHistory, run_location: str) -> list[Path]:
-    """Write ``summary.md`` and ``loss_curves.png`` (when matplotlib is installed) under ``out``; return the files."""
+    """Write ``summary.md`` and the figures under ``out``; return the files.
+
+    Figures need matplotlib: ``loss_curves.png`` always, ``attention_entropy.png`` (last logged entropy per layer and
+    head, ``attn_entropy/layer{i}/head{j}``) and ``information_plane.png`` (the ``info/<layer>/mi_xt`` /
+    ``mi_ty`` trajectory of every layer) when those keys were logged.
+    """
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    figure = _plot_curves(out / "loss_curves.png", history)
-    if figure is not None:
-        files.append(figure)
+    for name, plot in (
+        ("loss_curves.png", _plot_curves),
+        ("attention_entropy.png", _plot_attention_entropy),
+        ("information_plane.png", _plot_information_plane),
+    ):
+        figure = plot(out / name, history)
+        if figure is not None:
+            files.append(figure)
     report = out / "summary.md"
     rows = "\n".join(f"| `{key}` | {value:.4g} |" for key, value in summary.items())
     images = "\n".join(f"![{f.stem}]({f.name})" for f in files)
@@ -74,13 +86,20 @@ def write_report(out: Path, summary: dict[str, float], history: MetricsHistory, 
     return files
 
 
-def _plot_curves(path: Path, history: MetricsHistory) -> Path | None:
+def _pyplot() -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _plot_curves(path: Path, history: MetricsHistory) -> Path | None:
+    plt = _pyplot()
+    if plt is None:
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     for key in ("train_loss", "val_loss"):
@@ -95,6 +114,54 @@ def _plot_curves(path: Path, history: MetricsHistory) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
+    return _save(fig, path, plt)
+
+
+def _plot_attention_entropy(path: Path, history: MetricsHistory) -> Path | None:
+    cells = {}
+    for key, value in history.latest().items():
+        match = re.fullmatch(r"attn_entropy/layer(\d+)/head(\d+)", key)
+        if match:
+            cells[int(match[1]), int(match[2])] = value
+    plt = _pyplot()
+    if plt is None or not cells:
+        return None
+    layers, heads = 1 + max(i for i, _ in cells), 1 + max(j for _, j in cells)
+    grid = [[cells.get((i, j), math.nan) for j in range(heads)] for i in range(layers)]
+    fig, ax = plt.subplots(figsize=(1.2 * heads + 2.5, 0.8 * layers + 1.5))
+    image = ax.imshow(grid, cmap="magma", aspect="auto")
+    for i in range(layers):
+        for j in range(heads):
+            ax.text(j, i, f"{grid[i][j]:.2f}", ha="center", va="center", color="cyan", fontsize=9)
+    ax.set_xticks(range(heads), [f"head {j}" for j in range(heads)])
+    ax.set_yticks(range(layers), [f"layer {i}" for i in range(layers)])
+    ax.set_title("attention entropy (nats), last logged step")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path, plt)
+
+
+def _plot_information_plane(path: Path, history: MetricsHistory) -> Path | None:
+    layers = sorted({key[len("info/") : -len("/mi_xt")] for key in history.latest() if key.endswith("/mi_xt")})
+    plt = _pyplot()
+    if plt is None or not layers:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for layer in layers:
+        xt_steps, xt = history.series(f"info/{layer}/mi_xt")
+        ty = dict(zip(*history.series(f"info/{layer}/mi_ty"), strict=True))
+        points = [(x, ty[step]) for step, x in zip(xt_steps, xt, strict=True) if step in ty]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=layer)
+            ax.annotate("end", points[-1], fontsize=7)
+    ax.set_xlabel("I(X; T) (nats)")
+    ax.set_ylabel("I(T; Y) (nats)")
+    ax.set_title("information plane (side-critic estimates over training)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, plt)
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -62,3 +62,11 @@ def test_help_lists_every_part(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert all(f"{name} (" in printed for name in PARTS)
+
+
+def test_attention_and_monitor_parts_write_their_figures(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    assert main(["demo", "--fast", "--parts", "attention,monitor", "--no-wandb", "--out", str(tmp_path)]) == 0
+    for name in ("loss_curves.png", "attention_entropy.png", "information_plane.png"):
+        assert (tmp_path / name).stat().st_size > 1000, name
+        assert f"![{name[:-4]}]({name})" in (tmp_path / "summary.md").read_text()
