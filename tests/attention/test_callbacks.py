@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ from lightning_info.attention import EntropyGuidedAttention
 from lightning_info.callbacks import EntropyGuidedAttentionCallback
 from tests.helpers.lightning import run_ddp, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyTransformer, classification_data, loader
-from tests.helpers.wandb_reader import read_history
-
-
-def wandb_history(wandb_offline, tmp_path: Path) -> list[dict]:
-    """``wandb_offline.history()``, waiting for the run file: wandb 0.31 may still be writing it after ``finish()``."""
-    rows = wandb_offline.history()
-    deadline = time.monotonic() + 30
-    while not rows and time.monotonic() < deadline:
-        time.sleep(0.5)
-        rows = read_history(tmp_path / "wandb")
-    return rows
 
 
 def data(n: int = 32) -> torch.utils.data.DataLoader:
@@ -81,7 +69,7 @@ def test_fit_swaps_before_optimizer_logs_and_trains(tmp_path: Path, wandb_offlin
         assert not torch.allclose(layer.self_attn.temperature, torch.ones(2))
     for key in ("attn_entropy/overload_frac", "attn_entropy/collapse_frac", "attn_entropy/normalized_mean"):
         assert 0.0 <= float(trainer.callback_metrics[key]) <= 1.0  # through pl_module.log: the demo's summary reads it
-    rows = wandb_history(wandb_offline, tmp_path)
+    rows = wandb_offline.history()
     keys = set().union(*rows)
     expected = {"attn_entropy/reg", "attn_entropy/overload_frac", "attn_entropy/collapse_frac"}
     expected |= {f"attn_entropy/layer{i}/head{j}" for i in range(2) for j in range(2)}

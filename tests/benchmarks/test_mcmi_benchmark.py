@@ -1,20 +1,10 @@
-import importlib.util
-
 import torch
 
-from tests.helpers.lightning import REPO_ROOT
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("benchmarks_mcmi", REPO_ROOT / "benchmarks" / "mcmi.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.lightning import load_script
 
 
 def test_mcmi_benchmark_runs_with_minimal_sizes() -> None:
-    module = _load()
+    module = load_script("benchmarks/mcmi.py")
     ratios = module.main(in_dim=8, hidden=8, num_classes=4, batch=16, repeats=1)
     assert set(ratios) >= {"CE", "MCMI batch centroids", "MCMI ema centroids"} and ratios["CE"] == 1.0
 
@@ -24,4 +14,4 @@ def test_loop_reference_computes_the_same_cmi() -> None:
 
     logits, target = torch.randn(40, 6, dtype=torch.float64), torch.arange(40) % 5  # class 5 absent
     expected = MCMILoss(6)(logits, target).cmi
-    torch.testing.assert_close(_load().loop_centroid_cmi(logits, target, 6), expected)
+    torch.testing.assert_close(load_script("benchmarks/mcmi.py").loop_centroid_cmi(logits, target, 6), expected)

@@ -2,10 +2,8 @@ from __future__ import annotations
 
 import csv
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from lightning_info.callbacks.information_monitor import INFORMATION_METRICS, re
 from lightning_info.metrics.functional import diffusion_spectral_mutual_information, matrix_entropy, vendi_score
 from tests.helpers.lightning import run_ddp, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyTransformer, classification_data, loader
-from tests.helpers.wandb_reader import read_history, series
+from tests.helpers.wandb_reader import series
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +25,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _history(wandb_offline: Callable[..., Any], tmp_path: Path, key: str, timeout: float = 60.0) -> list[dict]:
-    """The offline run's rows once ``key`` is in them: wandb-core may still be writing the file after ``finish()``."""
-    rows = wandb_offline.history()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + timeout
-    while not any(key in row for row in rows) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        rows = read_history(tmp_path / "wandb")
-    return rows
 
 
 def _fit(model, callbacks, tmp_path: Path, data=None, **kw) -> Trainer:
@@ -50,7 +38,7 @@ def test_logs_every_n_steps_to_wandb_with_values_of_the_captured_batch(tmp_path:
     model = MLPClassifier(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.0))  # frozen: values recomputable
     monitor = InformationMonitor(["net.2", "net.4"], ["matrix_entropy", "vendi", "dsmi"], every_n_steps=3)
     _fit(model, [monitor], tmp_path, logger=logger, max_steps=8, limit_val_batches=0)
-    rows = _history(wandb_offline, tmp_path, "info/net.4/dsmi")
+    rows = wandb_offline.history()
     steps = [s for s, _ in series(rows, "info/net.2/matrix_entropy")]
     assert steps == [0, 3, 6]
     # step 3 saw batch 3 (16 rows, the loader has 6 batches): recompute with the metric functions
@@ -78,7 +66,7 @@ def test_transformer_validation_stage_and_figures(tmp_path: Path, wandb_offline)
     head = InformationMonitor(["head"], ["prediction_entropy"], every_n_steps=2)
     trainer = Trainer(callbacks=[monitor, head], **trainer_kwargs(tmp_path, logger=logger, max_epochs=2, max_steps=-1))
     trainer.fit(model, loader(data), loader(classification_data(n=48, shape=(4, 2), seed=1)))
-    rows = _history(wandb_offline, tmp_path, "info/heatmap/_type")
+    rows = wandb_offline.history()
     assert [s for s, _ in series(rows, "info/encoder.layers.1/dse")] == [4, 8], rows  # one per validation run
     assert [s for s, _ in series(rows, "info/head/prediction_entropy")] == [0, 2, 4, 6]
     keys = {k for row in rows for k in row}

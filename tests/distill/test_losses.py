@@ -99,6 +99,24 @@ def test_running_centroids_converge_to_the_data_centroids_and_eval_does_not_upda
     assert torch.equal(loss.class_centroids, before)
 
 
+def test_running_centroids_move_once_per_sharpness_aware_step() -> None:
+    """Regression: SAM's perturbed pass re-ran the loss and updated the running centroids a second time (with the
+    perturbed model's outputs). Its extra passes now use the centroids the clean pass just set, unchanged."""
+    from lightning_info._internal.passes import pass_kind
+
+    loss = MCMILoss(num_classes=3, centroids="ema", momentum=0.75).double()
+    p1 = torch.tensor([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 2])
+    loss(p1.log(), labels)  # the clean pass
+    stored = (loss.class_centroids.clone(), loss.class_seen.clone())
+    perturbed = torch.tensor([[0.5, 0.4, 0.1], [0.1, 0.8, 0.1], [0.3, 0.1, 0.6]], dtype=torch.float64)
+    with pass_kind(auxiliary=True):
+        out = loss(perturbed.log(), labels)
+    assert torch.equal(loss.class_centroids, stored[0]) and torch.equal(loss.class_seen, stored[1])
+    centroids = stored[0].tolist()
+    assert float(out.cmi) == pytest.approx(reference_cmi(perturbed.tolist(), labels.tolist(), centroids), rel=1e-6)
+
+
 def test_the_cmi_term_is_bounded_clamp_and_running_centroids() -> None:
     # running centroids all on output 0, then a batch of class 0 predicting output 1 with certainty
     loss = MCMILoss(num_classes=3, centroids="ema", momentum=0.9, eps=1e-6)

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -6,21 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.lightning import REPO_ROOT
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("example_cs_ib", REPO_ROOT / "examples" / "cs_ib_regression.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.lightning import REPO_ROOT, load_script
 
 
 @pytest.mark.slow
 def test_example_fast_runs(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    results = _load().main(["--fast", "--out", str(tmp_path)])
+    results = load_script("examples/cs_ib_regression.py").main(["--fast", "--out", str(tmp_path)])
     assert set(results) == {"MSE", "CS-IB beta=0.01"}
     assert all(len(r["rmse"]) == 1 for r in results.values())
     assert json.loads((tmp_path / "results.json").read_text()) == results

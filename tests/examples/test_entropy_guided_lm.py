@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -6,17 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.lightning import REPO_ROOT
+from tests.helpers.lightning import REPO_ROOT, load_script
 
 
 @pytest.mark.slow
 def test_entropy_guided_lm_fast(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "example_entropy_guided_lm", REPO_ROOT / "examples" / "entropy_guided_lm.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("examples/entropy_guided_lm.py")
     results = module.main(["--fast", "--steps", "3", "--logger", "csv", "--out", str(tmp_path)])
     assert set(results) == {"baseline", "ln_free", "ln_free_entropy"}
     assert (tmp_path / "entropy_per_layer.png").stat().st_size > 1000

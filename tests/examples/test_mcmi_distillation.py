@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -7,23 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.lightning import REPO_ROOT
+from tests.helpers.lightning import REPO_ROOT, load_script
 
 SCRIPT = REPO_ROOT / "examples" / "mcmi_distillation.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("example_mcmi", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_example_fast_runs_and_logs_every_result(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    results = _load().main(["--fast", "--no-wandb", "--out", str(tmp_path)])
+    results = load_script("examples/mcmi_distillation.py").main(["--fast", "--no-wandb", "--out", str(tmp_path)])
     assert list(results) == ["no teacher", "CE", "MCMI lam=0.1"]
     assert set(results["CE"]) == {"teacher_acc", "teacher_cmi", "student_acc_frac0.05"}
     assert set(results["no teacher"]) == {"student_acc_frac0.05"}
@@ -37,7 +28,9 @@ def test_example_fast_runs_and_logs_every_result(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_example_lightning_cli_config(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    teacher = _load().MLP(hidden=(128, 128), dropout=0.1)  # the YAML's teacher architecture
+    teacher = load_script("examples/mcmi_distillation.py").MLP(
+        hidden=(128, 128), dropout=0.1
+    )  # the YAML's teacher architecture
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
     cmd = [
         sys.executable,

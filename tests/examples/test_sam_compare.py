@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import subprocess
@@ -7,21 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.lightning import REPO_ROOT
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("example_sam_compare", REPO_ROOT / "examples" / "sam_compare.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.lightning import REPO_ROOT, load_script
 
 
 @pytest.mark.slow
 def test_example_fast_runs_and_logs_the_sharpness_keys(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    results = _load().main(["--fast", "--no-wandb", "--threads", "1", "--out", str(tmp_path)])
+    results = load_script("examples/sam_compare.py").main(
+        ["--fast", "--no-wandb", "--threads", "1", "--out", str(tmp_path)]
+    )
     assert set(results) == {"sgd", "sam", "gam"}
     assert all(len(r["test_acc"]) == 1 and 0 <= r["test_acc"][0] <= 1 for r in results.values())
     assert json.loads((tmp_path / "results.json").read_text()) == results

@@ -1,30 +1,20 @@
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(Path(path).stem + "_under_test", ROOT / path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.lightning import REPO_ROOT as ROOT
+from tests.helpers.lightning import load_script
 
 
 @pytest.mark.slow
 def test_example_fast(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    example = _load("examples/fish_finetune.py")
+    example = load_script("examples/fish_finetune.py")
     results = example.main(["--out", str(tmp_path), "--fast"])
     methods = results["methods"]
     assert list(methods) == [
@@ -42,7 +32,7 @@ def test_example_fast(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_example_lightning_cli_config(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    example = _load("examples/fish_finetune.py")
+    example = load_script("examples/fish_finetune.py")
     torch.save(example.DigitsMLP().state_dict(), tmp_path / "pretrained.pt")
     cmd = [
         sys.executable,

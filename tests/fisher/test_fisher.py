@@ -79,6 +79,33 @@ def test_vmap_equals_loop_on_transformer_and_batchnorm(model: nn.Module, shape: 
         torch.testing.assert_close(value, buffers[key], rtol=0, atol=0)
 
 
+def test_parameters_the_output_does_not_use_get_zero_fisher_in_vmap_mode() -> None:
+    """Regression: vmap returns a sample-independent gradient (here zero) expanded over the batch, which the in-place
+    accumulation could not write to (found with EntropyGuidedAttention's entropy_threshold, which only its
+    regularizer reads)."""
+    from lightning_info.attention import EntropyGuidedAttention
+
+    class WithUnused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = EntropyGuidedAttention(4, 2, learnable_threshold=True)
+            self.head = nn.Linear(4, 3)
+            self.unused = nn.Parameter(torch.ones(2, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+    torch.manual_seed(0)
+    model = WithUnused()
+    x, y = torch.randn(10, 3, 4), torch.randint(0, 3, (10,))
+    fast = empirical_fisher(model, [(x, y)], num_samples=10, chunk_size=4)
+    slow = empirical_fisher(model, [(x, y)], num_samples=10, mode="loop")
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-4, atol=1e-7)
+    assert not fast["unused"].any() and not fast["attn.entropy_threshold"].any()
+    assert fast["attn.log_temperature"].gt(0).all() and fast["head.weight"].gt(0).all()
+
+
 def test_sampled_labels_same_in_both_modes_and_differ_from_empirical() -> None:
     model = _mlp()
     x, y = _data()

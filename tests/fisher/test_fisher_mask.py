@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from lightning_info.callbacks import FisherMask
 from lightning_info.fisher import empirical_fisher, topk_masks
 from tests.helpers.lightning import run_ddp, trainer_kwargs
 from tests.helpers.models import MLPClassifier, classification_data, loader
-from tests.helpers.wandb_reader import read_history
 
 
 def _adamw(params: Any) -> torch.optim.Optimizer:
@@ -23,16 +21,6 @@ def _adamw(params: Any) -> torch.optim.Optimizer:
 
 def _masks(model: MLPClassifier) -> dict[str, torch.Tensor]:
     return {k.removeprefix("fisher_mask."): v.clone() for k, v in model.state_dict().items() if "fisher_mask" in k}
-
-
-def _wandb_rows(wandb_offline: Any, tmp_path: Path) -> list[dict[str, Any]]:
-    rows = wandb_offline.history()
-    for _ in range(100):  # the wandb service may still be writing the offline file after finish() returns
-        if any("fisher/kept_frac" in row for row in rows):
-            break
-        time.sleep(0.1)
-        rows = read_history(tmp_path / "wandb")
-    return rows
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed-scaler"])
@@ -77,7 +65,7 @@ def test_fit_keeps_masked_entries_bit_identical(tmp_path: Path, wandb_offline: A
     }
     assert per_layer["net.4"] > 3 / 51  # the 3 always-trained biases
     assert float(trainer.callback_metrics["fisher/kept_frac"]) == pytest.approx(int(0.1 * total) / total)
-    logged = {k: v for row in _wandb_rows(wandb_offline, tmp_path) for k, v in row.items()}
+    logged = {k: v for row in wandb_offline.history() for k, v in row.items()}
     assert logged["fisher/kept_frac"] == pytest.approx(int(0.1 * total) / total)
     for layer, fraction in per_layer.items():
         assert logged[f"fisher/kept_frac/{layer}"] == pytest.approx(fraction)

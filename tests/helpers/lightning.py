@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """Import a script of the repository (``"examples/sam_compare.py"``, ``"benchmarks/mi.py"``) as a module.
+
+    Each call executes the script anew; the module is registered in ``sys.modules`` as ``<folder>_<stem>``
+    (dataclasses and pickling look it up there).
+    """
+    path = REPO_ROOT / relative_path
+    name = f"{path.parent.name}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def trainer_kwargs(tmp_path: Path, **overrides: Any) -> dict[str, Any]:

@@ -144,6 +144,29 @@ def test_non_finite_gradient_norm_raises_and_leaves_the_weights() -> None:
     assert not optimizer.state  # the base optimizer never stepped
 
 
+@pytest.mark.parametrize("finite", [True, False], ids=["stepped", "skipped-by-the-scaler"])
+def test_scaled_step_runs_the_step_hooks_like_step(finite: bool) -> None:
+    """Regression: the GradScaler path (``SharpnessAwarePrecision``) bypassed ``step()`` and so every hook registered
+    with ``register_step_pre_hook``/``register_step_post_hook`` (FisherMask restores its frozen entries in one)."""
+    model, (x, y) = _model().float(), _batches(1)[0]
+    optimizer = SAM(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    calls: list[tuple[str, bool]] = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append(("pre", not opt.state)))
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: calls.append(("post", not opt.state)))
+
+    def closure():
+        optimizer.zero_grad()
+        loss = mse(model(x.float()), y.float()) * (1.0 if finite else float("inf"))
+        scaler.scale(loss).backward()
+        return loss
+
+    optimizer.scaled_step(closure, scaler)
+    # pre before the base step (no momentum yet), post after it (momentum buffers exist unless the step was skipped)
+    assert calls == [("pre", True), ("post", not finite)]
+    assert scaler.get_scale() == (2.0**4 if finite else 2.0**3)
+
+
 def test_closure_that_accumulates_gradients_is_refused() -> None:
     model, batch = _model(), _batches(1)[0]
     optimizer = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
