@@ -28,8 +28,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_info.demo.data import load_digits_tokens
 from lightning_info.callbacks import SharpnessMonitor
+from lightning_info.demo.data import load_digits_tokens
 from lightning_info.optim import GAM, SAM
 
 OPTIMIZERS = ("sgd", "sam", "asam", "gam")

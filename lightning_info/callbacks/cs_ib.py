@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_range
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.losses.functional.cauchy_schwarz import (
@@ -135,7 +136,9 @@ class CSIBCallback(LossTermCallback):
             return
         self._remove_captures()
         self._captures = {
-            "x": ActivationCapture(pl_module, [self.input_layer], capture="input").attach(),
+            # kept (undetached) in every pass: the term needs x in SAM/GAM's extra passes too, where detached
+            # captures are skipped; it is detached in compute_loss_term
+            "x": ActivationCapture(pl_module, [self.input_layer], capture="input", detach=False).attach(),
             "t": ActivationCapture(pl_module, [self.layer], detach=False).attach(),
         }
         if self.log_prediction:
@@ -167,7 +170,9 @@ class CSIBCallback(LossTermCallback):
             raise ValueError(
                 f"the captured input has {x.shape[0]} samples but the output of {self.layer!r} has {t.shape[0]}"
             )
-        targets = self._prediction_inputs(batch, x.shape[0]) if "y_pred" in self._captures else None
+        # csib/prediction is monitoring: once per step, from the clean pass (its capture skips SAM/GAM's extra passes)
+        monitor = "y_pred" in self._captures and not in_auxiliary_pass()
+        targets = self._prediction_inputs(batch, x.shape[0]) if monitor else None
         with torch.autocast(device_type=x.device.type, enabled=False):
             if targets is None:
                 return cs_qmi(x, t, self.sigma_x, self.sigma_t)

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
 from lightning_info.attention.functional import head_entropy_summary
@@ -34,7 +35,8 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
     the loss through :class:`~lightning_info.callbacks.LossTermCallback`. The swapped modules stay after training
     (the model keeps working and its checkpoints hold the temperatures and thresholds).
 
-    Logged keys (``i`` indexes the attention modules in model order):
+    Logged keys (``i`` indexes the attention modules in model order; with SAM/GAM all of them, and the heatmap's
+    epoch sums, come from each step's clean pass, while the penalty is added in every pass):
 
     - every step, through ``pl_module.log`` (so also in ``trainer.callback_metrics``): ``attn_entropy/reg`` (the
       unweighted penalty), ``attn_entropy/normalized_mean`` (mean :math:`H / \log(\#\text{valid keys})` of all
@@ -107,6 +109,7 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         self.attention: list[EntropyGuidedAttention] = []
         self._epoch_sum: Tensor | None = None  # (layers, max heads) sums of per-step head means, and their counts
         self._epoch_count: Tensor | None = None
+        self._epoch = -1  # the training epoch the sums belong to
         self._logged_step = -1
 
     def _swap(self, pl_module: LightningModule) -> None:
@@ -155,11 +158,18 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         if not recorded:
             return None
         term = self.regularizer.forward_modules(recorded)
+        if not in_auxiliary_pass():  # monitoring once per step, from the clean pass (SAM/GAM's extra passes: the term)
+            self._monitor(trainer, pl_module)
+        for module in recorded:
+            module.clear_entropy()  # the term keeps the graph it needs
+        return term
+
+    def _monitor(self, trainer: Trainer, pl_module: LightningModule) -> None:
         summaries = [_summary(m) for m in self.attention]
         metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
         for key in _SUMMARY_KEYS:
             pl_module.log(key, metrics[key], on_step=True, on_epoch=False)
-        self._accumulate(summaries)
+        self._accumulate(summaries, trainer.current_epoch)
         every = self.log_every_n_steps or int(getattr(trainer, "log_every_n_steps", 50))
         step = trainer.global_step
         if (step + 1) % every == 0 and step != self._logged_step:  # Lightning's cadence; once per optimizer step
@@ -172,11 +182,8 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
             per_head_metrics = {k: v for k, v in metrics.items() if k not in _SUMMARY_KEYS}
             for logger in trainer.loggers:
                 logger.log_metrics(per_head_metrics, step=step)
-        for module in recorded:
-            module.clear_entropy()  # the term keeps the graph it needs
-        return term
 
-    def _accumulate(self, summaries: list[Summary | None]) -> None:
+    def _accumulate(self, summaries: list[Summary | None], epoch: int) -> None:
         heads = max(m.num_heads for m in self.attention)
         means = torch.zeros(len(summaries), heads)
         seen = torch.zeros(len(summaries), heads)
@@ -184,18 +191,19 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
             if summary is not None:
                 means[layer, : summary[0].numel()] = summary[0].float().cpu()
                 seen[layer, : summary[0].numel()] = 1.0
-        if self._epoch_sum is None or self._epoch_count is None or self._epoch_sum.shape != means.shape:
-            self._epoch_sum, self._epoch_count = means, seen
+        # a new epoch starts new sums: tracked here, not in on_train_epoch_start, which Lightning skips for the epoch
+        # after a resume from a checkpoint written on the previous epoch's last batch (every_n_train_steps)
+        old = self._epoch_sum, self._epoch_count
+        if self._epoch != epoch or old[0] is None or old[1] is None or old[0].shape != means.shape:
+            self._epoch_sum, self._epoch_count, self._epoch = means, seen, epoch
         else:
-            self._epoch_sum, self._epoch_count = self._epoch_sum + means, self._epoch_count + seen
-
-    @override
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_sum = self._epoch_count = None
+            self._epoch_sum, self._epoch_count = old[0] + means, old[1] + seen
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._epoch_sum is None or self._epoch_count is None or not trainer.is_global_zero:
+        if self._epoch_sum is None or self._epoch_count is None or self._epoch != trainer.current_epoch:
+            return  # nothing recorded in this epoch
+        if not trainer.is_global_zero:
             return
         from lightning.pytorch.loggers import WandbLogger
 
@@ -214,12 +222,13 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch_sum": self._epoch_sum, "epoch_count": self._epoch_count}
+        return {"epoch_sum": self._epoch_sum, "epoch_count": self._epoch_count, "epoch": self._epoch}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._epoch_sum = state_dict.get("epoch_sum")
         self._epoch_count = state_dict.get("epoch_count")
+        self._epoch = int(state_dict.get("epoch", -1))
 
 
 def _summary(module: EntropyGuidedAttention) -> Summary | None:

@@ -182,19 +182,24 @@ class FisherMask(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         container: _MaskBuffers = getattr(pl_module, MASK_ATTRIBUTE)
         masks = container.get(self._trainable(pl_module))
-        if masks is None or self.computed_at_epoch < 0:
+        # a due recomputation is also done here: resumed from a checkpoint written on an epoch's last batch
+        # (every_n_train_steps), Lightning skips on_train_epoch_start of the epoch that follows
+        if masks is None or self.computed_at_epoch < 0 or self._recompute_due(trainer.current_epoch):
             masks = self._compute(trainer, pl_module)
             self.computed_at_epoch = trainer.current_epoch
         self._install(trainer, pl_module, masks)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        n = self.recompute_every_n_epochs
         epoch = trainer.current_epoch
-        if n is None or epoch == self.computed_at_epoch or epoch % n != 0:
+        if not self._recompute_due(epoch):
             return
         self._install(trainer, pl_module, self._compute(trainer, pl_module))
         self.computed_at_epoch = epoch
+
+    def _recompute_due(self, epoch: int) -> bool:
+        n = self.recompute_every_n_epochs
+        return n is not None and epoch != self.computed_at_epoch and epoch % n == 0
 
     @override
     def on_before_optimizer_step(

@@ -279,6 +279,7 @@ class InformationMonitor(Callback):
             "latest": dict(self.latest),
             "plane": {layer: [list(p) for p in points] for layer, points in self.plane.items()},
             "estimators": estimators,
+            "generator": self._generator.get_state(),  # the critics' row splits and minibatches continue on resume
         }
 
     @override
@@ -288,6 +289,8 @@ class InformationMonitor(Callback):
         self.plane = {layer: [list(p) for p in points] for layer, points in state_dict["plane"].items()}
         # the critics are rebuilt at their first use, on the device of the captured activations
         self._saved_estimators = dict(state_dict["estimators"])
+        if "generator" in state_dict:
+            self._generator.set_state(state_dict["generator"])
         self.estimators = nn.ModuleDict()
         self.optimizers = {}
 

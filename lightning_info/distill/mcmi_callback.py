@@ -36,7 +36,7 @@ class MCMICallback(LossTermCallback):
 
     With ``centroids="ema"`` the running centroids are the callback's state (``state_dict``: checkpointed,
     restored on resume, identical on every DDP rank); they are updated at every ``training_step`` (each micro-batch
-    under gradient accumulation).
+    under gradient accumulation) except the extra passes of SAM/GAM, which reuse the step's centroids.
 
     Args:
         num_classes: number of classes :math:`C`; the captured logits must be ``(N, C)``.

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_choice, check_int, check_range, check_tensor
 from lightning_info.losses.functional.conditional_mutual_information import (
     DEFAULT_EPS,
@@ -67,7 +68,9 @@ class MCMILoss(nn.Module):
       (as DDP training does). Because :math:`Q_c \ge (1-m)\,P_{x_i}/n_c` for each sample of class :math:`c`, every
       KL term is at most :math:`\log\big(n_c / (1-m)\big)`: the term cannot grow without limit, unlike centroids
       frozen between epochs. In eval mode the stored centroids are used without update (classes never seen fall
-      back to the batch mean).
+      back to the batch mean); so are they in the extra passes of a sharpness-aware optimizer step
+      (:func:`~lightning_info.optim.in_auxiliary_pass`: SAM, GAM), so the centroids move once per step, from the
+      clean pass, and the perturbed loss uses the same constant centroids as the clean one.
 
     Log-probabilities are clamped at :math:`\log\epsilon` (every KL term is at most :math:`\log(1/\epsilon)`).
     float16/bfloat16 logits are computed in float32 with autocast disabled.
@@ -157,7 +160,9 @@ class MCMILoss(nn.Module):
     def _running_centroids(self, p: Tensor, labels: Tensor) -> Tensor:
         sums, counts = class_statistics(p, labels, self.num_classes)
         stored = self.class_centroids.to(p.dtype)
-        if not self.training:
+        if not self.training or in_auxiliary_pass():
+            # eval, or an extra pass of a sharpness-aware step: the stored centroids (which that step's clean pass has
+            # just updated with this batch), without another update, as BatchNorm's running statistics
             return torch.where(self.class_seen[:, None], stored, centroids_from_statistics(sums, counts))
         if self.sync_dist and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             stats = torch.cat([sums, counts[:, None]], dim=1)

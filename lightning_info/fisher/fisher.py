@@ -242,7 +242,10 @@ def _accumulate_vmap(
     except RuntimeError as err:
         raise RuntimeError(f"vmap could not compute per-sample gradients ({err}); use mode='loop'") from err
     for name, g in per_sample.items():
-        fisher[name] += g.square_().sum(0)  # in place: no second chunk-sized tensor
+        if g.stride(0) == 0:  # a gradient that does not depend on the sample (e.g. of a parameter the output does
+            fisher[name] += g[0].square() * g.shape[0]  # not use): vmap expands it, so it cannot be written in place
+        else:
+            fisher[name] += g.square_().sum(0)  # in place: no second chunk-sized tensor
 
 
 def _accumulate_loop(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.losses.functional.cauchy_schwarz import (
     Estimator,
@@ -36,7 +37,8 @@ class CSIBLoss(nn.Module):
     training targets (:class:`~lightning_info.losses.running_standardizer.RunningStandardizer` in ``target_stats``:
     buffers ``target_stats.mean``/``var``/``count``, saved in checkpoints): the cumulative mean and variance of every
     target seen in training mode, so ``sigma_y`` is in units of the target standard deviation and the map does not
-    change from batch to batch. In ``eval()`` mode the statistics are used but not updated.
+    change from batch to batch. In ``eval()`` mode the statistics are used but not updated; nor are they in the
+    extra passes of a sharpness-aware optimizer step (SAM/GAM), which see each batch a second time.
 
     Distributed training: the kernel terms use each process's *local* batch (the per-rank loss is the single-process
     loss at the local batch size, and DDP averages the gradients); the target statistics are summed over the
@@ -142,7 +144,7 @@ class CSIBLoss(nn.Module):
                 )
         with torch.autocast(device_type=x2.device.type, enabled=False):
             if self.standardize_targets:
-                if self.training:
+                if self.training and not in_auxiliary_pass():  # once per step under SAM/GAM (their clean pass)
                     self.target_stats.update(y2)
                 y2, p2 = self.target_stats(y2), self.target_stats(p2)
             prediction, compression = ib_terms(x2, t2, p2, y2, self.sigma_x, self.sigma_t, self.sigma_y, self.estimator)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.trainer import call
 from typing_extensions import override
 
 from lightning_info.optim._passes import Closure
@@ -20,8 +20,9 @@ class SharpnessAwarePrecision(MixedPrecision):
     ``scaler.step(optimizer)``, which calls ``optimizer.step()`` *without* the closure: a sharpness-aware optimizer
     cannot evaluate its extra passes (it raises a ``TypeError`` pointing here). This plugin hands the closure to
     :meth:`~lightning_info.optim.SharpnessAwareOptimizer.scaled_step` instead: every pass's gradients are unscaled
-    exactly, a non-finite gradient skips the step and lowers the scale (GradScaler's semantics), and
-    ``on_before_optimizer_step`` plus gradient clipping run once, after unscaling the final direction. Other
+    exactly, a non-finite gradient skips the step and lowers the scale (GradScaler's semantics). As with the other
+    precisions, ``on_before_optimizer_step`` runs after every pass (on unscaled gradients: a ``FisherMask`` masks the
+    gradient that defines the perturbation too) and gradient clipping once, on the unscaled final direction. Other
     optimizers, and ``"bf16-mixed"`` (no scaler), take the unchanged ``MixedPrecision`` path.
 
     Args:
@@ -45,4 +46,15 @@ class SharpnessAwarePrecision(MixedPrecision):
             return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
         if kwargs:
             raise TypeError(f"{type(optimizer).__name__}.scaled_step() takes no step kwargs, got {sorted(kwargs)}")
-        return optimizer.scaled_step(closure, self.scaler, before_step=partial(self._after_closure, model, optimizer))
+        trainer = model.trainer
+
+        def after_pass() -> None:  # Lightning's plain path runs it after every closure call too (``_wrap_closure``)
+            call._call_callback_hooks(trainer, "on_before_optimizer_step", optimizer)
+            call._call_lightning_module_hook(trainer, "on_before_optimizer_step", optimizer)
+
+        def clip() -> None:  # once, on the final direction, as ``SharpnessAwareOptimizer.step`` defers it
+            self._clip_gradients(
+                model, optimizer, trainer.gradient_clip_val, gradient_clip_algorithm=trainer.gradient_clip_algorithm
+            )
+
+        return optimizer.scaled_step(closure, self.scaler, before_step=clip, after_pass=after_pass)

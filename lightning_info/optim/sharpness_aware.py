@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -188,50 +187,68 @@ class SharpnessAwareOptimizer(Optimizer):
         self._run["step"] += 1
         return loss
 
+    @Optimizer.profile_hook_step  # step()'s pre/post hooks (e.g. FisherMask's): this path never calls step()
     @torch.no_grad()
     def scaled_step(
         self,
         closure: Closure,
         scaler: torch.amp.GradScaler,
         before_step: Callable[[], None] | None = None,
+        after_pass: Callable[[], None] | None = None,
     ) -> Any:
         """:meth:`step` for float16 training with a ``GradScaler`` (what ``SharpnessAwarePrecision`` calls).
 
         The closure back-propagates the *scaled* loss. Each pass's gradients are unscaled (the scale is a power of
-        two, so this is exact); when a gradient norm is non-finite the perturbation is abandoned, the weights are
-        left unchanged and the gradients are marked non-finite, so ``scaler.step`` skips the base step and
-        ``scaler.update`` lowers the scale, as GradScaler intends. The update direction is handed to the scaler
-        scaled again, then ``scaler.unscale_`` -> ``before_step()`` (Lightning: ``on_before_optimizer_step`` and
-        gradient clipping, once) -> ``scaler.step`` -> ``scaler.update``.
+        two, so this is exact) and handed to ``after_pass()``; when a gradient norm is non-finite the perturbation is
+        abandoned, the weights are left unchanged and the gradients are marked non-finite, so ``scaler.step`` skips
+        the base step and ``scaler.update`` lowers the scale, as GradScaler intends. The update direction is handed
+        to the scaler scaled again, then ``scaler.unscale_`` -> ``before_step()`` -> ``scaler.step`` ->
+        ``scaler.update``. A plain step (every-k SAM) is one pass: closure, ``scaler.unscale_``, ``after_pass()``,
+        ``before_step()``, ``scaler.step``.
+
+        Like :meth:`step` it runs this optimizer's step pre- and post-hooks (``register_step_post_hook``), once per
+        call, also when the scaler skips the base step.
 
         Args:
             closure: as for :meth:`step`, back-propagating ``scaler.scale(loss)``.
             scaler: the ``torch.amp.GradScaler``; its per-optimizer bookkeeping is done on :attr:`base_optimizer`.
-            before_step: called after unscaling, before the base step.
+            before_step: called once, with the final direction unscaled, before the base step (Lightning: gradient
+                clipping).
+            after_pass: called after every closure evaluation, with that pass's gradients unscaled (Lightning:
+                ``on_before_optimizer_step``, which the unscaled precisions also run after every closure call, so
+                that e.g. ``FisherMask`` masks the gradient that defines the perturbation).
         """
         closure = self._check_closure(closure)
         self.statistics.clear()
         loss: Any = None
-        if not self._due():
+        base = self.base_optimizer
+        due = self._due()
+        if not due:
             with torch.enable_grad():
                 loss = closure()
         else:
             scale = float(scaler.get_scale())
-            unscale = partial(self._scale_grads, 1.0 / scale)
-            with ClosurePasses(closure, reuse_rng=self.reuse_rng, defer_clipping=False, after_pass=unscale) as passes:
+
+            def unscaled_pass() -> None:
+                self._scale_grads(1.0 / scale)
+                if after_pass is not None:
+                    after_pass()
+
+            with ClosurePasses(closure, reuse_rng=self.reuse_rng, defer_clipping=False, after_pass=unscaled_pass) as p:
                 try:
-                    loss = self._clean_pass(passes)
-                    self._update(passes, loss)
+                    loss = self._clean_pass(p)
+                    self._update(p, loss)
                 except NonFiniteGradientError:
                     self.statistics.clear()
                     self._scale_grads(float("nan"))
                 else:
                     self._scale_grads(scale)
-        base = self.base_optimizer
         if not self._with_grads():  # the closure skipped backward: nothing for the scaler to check or step
             self._run["step"] += 1
             return loss
         scaler.unscale_(base)
+        if not due and after_pass is not None:
+            after_pass()
         if before_step is not None:
             before_step()
         scaler.step(base)

@@ -208,6 +208,42 @@ def test_checkpoint_resume_keeps_temperatures(tmp_path: Path) -> None:
     assert not torch.equal(resumed.encoder.layers[0].self_attn.temperature.detach(), saved[0])  # trained on
 
 
+def _epoch_means_match_the_logged_heads(callback: EntropyGuidedAttentionCallback, logger: RecordingLogger,
+                                        steps: list[int]) -> None:  # fmt: skip
+    assert callback._epoch_count is not None and callback._epoch_sum is not None
+    assert callback._epoch_count.eq(len(steps)).all()  # once per step
+    for layer in range(2):
+        for head in range(2):
+            key = f"attn_entropy/layer{layer}/head{head}"
+            logged = [r[key] for r in logger.rows if key in r and r["step"] in steps]
+            assert len(logged) == len(steps)
+            mean = float(callback._epoch_sum[layer, head] / callback._epoch_count[layer, head])
+            assert mean == pytest.approx(sum(logged) / len(logged), rel=1e-6)
+
+
+def test_epoch_sums_once_per_sam_step_and_of_the_right_epoch_after_a_resume(tmp_path: Path) -> None:
+    """Regression: (1) SAM's perturbed pass was accumulated into the epoch heatmap too; (2) resumed from a checkpoint
+    written on an epoch's last batch, Lightning skips on_train_epoch_start of the next epoch, so the restored sums of
+    the finished epoch were carried into the next epoch's heatmap."""
+    from lightning_info.optim import SAM
+
+    def make() -> TinyTransformer:
+        return TinyTransformer(in_dim=4, optimizer_factory=lambda p: SAM(p, torch.optim.SGD, rho=0.5, lr=0.1))
+
+    three_batches = loader(classification_data(n=24, in_dim=24, shape=(6, 4)), batch_size=8)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_train_steps=3)
+    first, logger = EntropyGuidedAttentionCallback(log_every_n_steps=1), RecordingLogger()
+    kwargs = trainer_kwargs(tmp_path, max_steps=3, enable_checkpointing=True, log_every_n_steps=1, logger=logger)
+    Trainer(callbacks=[first, checkpoint], **kwargs).fit(make(), three_batches)
+    _epoch_means_match_the_logged_heads(first, logger, [0, 1, 2])
+    resumed, logger = EntropyGuidedAttentionCallback(log_every_n_steps=1), RecordingLogger()
+    kwargs = {**kwargs, "max_steps": 6, "enable_checkpointing": False, "logger": logger}
+    trainer = Trainer(callbacks=[resumed], **kwargs)
+    trainer.fit(make(), three_batches, ckpt_path=tmp_path / "epoch=0-step=3.ckpt")
+    assert trainer.current_epoch == 2 and resumed._epoch == 1
+    _epoch_means_match_the_logged_heads(resumed, logger, [3, 4, 5])
+
+
 def test_bad_arguments_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="target_fraction"):
         EntropyGuidedAttentionCallback(target_fraction=-0.1)

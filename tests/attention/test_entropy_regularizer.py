@@ -140,6 +140,26 @@ def test_learnable_threshold_receives_gradient() -> None:
     assert attn.entropy_threshold.grad is not None and attn.entropy_threshold.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("granularity", ["row", "head"])
+def test_nan_entropy_propagates_unless_its_row_is_masked(granularity: str) -> None:
+    """Regression: a NaN entropy fell outside the band test and was penalised as 0, so a NaN batch passed the
+    EntropyGuidedAttentionCallback's finiteness check silently."""
+    g = torch.Generator().manual_seed(0)
+    entropy = torch.rand(2, 2, 5, generator=g) * math.log(5)
+    e_max = torch.full((2, 1, 5), math.log(5))
+    mask = torch.ones(2, 1, 5, dtype=torch.bool)
+    mask[1, 0, 3] = False
+    clean = entropy_regularizer([entropy], [e_max], 0.5, 0.1, row_masks=[mask], granularity=granularity)
+    assert torch.isfinite(clean) and clean > 0
+    masked_nan = entropy.clone()
+    masked_nan[1, :, 3] = float("nan")  # a row that does not count: ignored
+    out = entropy_regularizer([masked_nan], [e_max], 0.5, 0.1, row_masks=[mask], granularity=granularity)
+    torch.testing.assert_close(out, clean)
+    counted_nan = entropy.clone()
+    counted_nan[0, 1, 2] = float("nan")
+    assert entropy_regularizer([counted_nan], [e_max], 0.5, 0.1, row_masks=[mask], granularity=granularity).isnan()
+
+
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="target_fraction must be in"):
         EntropyRegularizer(target_fraction=1.5)

@@ -107,6 +107,28 @@ def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     assert logged == [4, 6]
 
 
+def test_resumed_info_plane_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """Regression: the random generator of the critics' row splits and minibatches was not checkpointed, so after a
+    resume the estimates differed from the uninterrupted run's."""
+    data = classification_data(n=64)
+
+    def monitor() -> InformationMonitor:
+        return InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3)
+
+    torch.manual_seed(0)
+    straight = monitor()
+    _fit(MLPClassifier(), [straight], tmp_path / "a", data, max_steps=8, limit_val_batches=0)
+    torch.manual_seed(0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    _fit(MLPClassifier(), [monitor(), checkpoint], tmp_path / "b", data, max_steps=4, enable_checkpointing=True,
+         limit_val_batches=0)  # fmt: skip
+    resumed = monitor()
+    trainer = Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path / "c", max_steps=8, limit_val_batches=0))
+    trainer.fit(MLPClassifier(), loader(data), ckpt_path=tmp_path / "ckpt" / "epoch=0-step=4.ckpt")
+    assert [p[0] for p in resumed.plane["net.2"]] == [0.0, 2.0, 4.0, 6.0]
+    assert resumed.plane == straight.plane  # (step, I(X;T), I(T;Y)) identical, before and after the resume
+
+
 def test_info_plane_never_touches_model_gradients(tmp_path: Path) -> None:
     torch.manual_seed(0)
     a, b = MLPClassifier(), MLPClassifier()

@@ -146,6 +146,29 @@ def test_recompute_every_n_epochs(tmp_path: Path) -> None:
     assert callback.state_dict() == {"computed_at_epoch": 2, "keep_ratio": 0.2}
 
 
+def test_recompute_after_resuming_from_an_epoch_s_last_batch(tmp_path: Path) -> None:
+    """Regression: resumed from a checkpoint written on the last batch of epoch 0 (every_n_train_steps), Lightning
+    skips on_train_epoch_start of epoch 1, so the masks due at epoch 1 were never recomputed."""
+    data = loader(classification_data(32), batch_size=16)  # 2 batches per epoch
+
+    def run(root: Path, max_steps: int, callbacks: list[Any], ckpt_path: Path | None = None):
+        torch.manual_seed(0)
+        mask, model = FisherMask(keep_ratio=0.2, num_samples=16, recompute_every_n_epochs=1), MLPClassifier()
+        kwargs = trainer_kwargs(root, max_steps=max_steps, enable_checkpointing=bool(callbacks))
+        Trainer(callbacks=[mask, *callbacks], **kwargs).fit(model, data, ckpt_path=ckpt_path)
+        return mask, model
+
+    straight, straight_model = run(tmp_path / "a", 4, [])
+    run(tmp_path / "b", 2, [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2)])
+    resumed, resumed_model = run(tmp_path / "c", 4, [], tmp_path / "ckpt" / "epoch=0-step=2.ckpt")
+    assert straight.num_computations == 2 and resumed.num_computations == 1  # epoch 1's, not epoch 0's again
+    assert resumed.computed_at_epoch == straight.computed_at_epoch == 1
+    for key, mask in _masks(straight_model).items():
+        assert torch.equal(_masks(resumed_model)[key], mask)
+    for got, expected in zip(resumed_model.parameters(), straight_model.parameters(), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"keep_ratio must be in \(0, 1\], got 1.5"):
         FisherMask(keep_ratio=1.5)

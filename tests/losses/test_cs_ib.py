@@ -260,6 +260,29 @@ def test_callback_gradient_reaches_encoder_only_through_term(tmp_path: Path) -> 
     assert not torch.allclose(base.encoder[0].weight, with_term.encoder[0].weight)
 
 
+def test_loss_and_callback_under_sam_see_each_batch_once(tmp_path: Path) -> None:
+    """Regression: under SAM the callback's perturbed pass found no captured input (detached captures skip the extra
+    passes) and stopped training with a RuntimeError; the running target statistics counted each batch twice."""
+    import warnings
+
+    from lightning_info.optim import SAM
+
+    def sam(params: Any) -> torch.optim.Optimizer:
+        return SAM(params, torch.optim.SGD, rho=0.05, lr=0.1)
+
+    data = loader(regression_data(n=48), batch_size=16)
+    model = CSIBRegressor(beta=0.05, optimizer_factory=sam)
+    Trainer(**trainer_kwargs(tmp_path, max_steps=3)).fit(model, data)
+    assert int(model.csib.target_stats.count) == 48
+    callback = CSIBCallback("encoder", beta=0.05)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="CSIBCallback")  # csib/prediction stays on
+        trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=3))
+        trainer.fit(MLPRegressor(optimizer_factory=sam), data)
+    assert callback.target_stats is not None and int(callback.target_stats.count) == 48
+    assert {"csib/prediction", "csib/compression"} <= set(trainer.callback_metrics)
+
+
 def test_callback_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"beta must be in \[0, inf\], got -1"):
         CSIBCallback("encoder", beta=-1.0)

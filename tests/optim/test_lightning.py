@@ -201,6 +201,39 @@ def test_16_mixed_with_a_grad_scaler_needs_the_plugin_and_then_matches_the_refer
     assert trainer.precision_plugin.scaler.get_scale() == 2.0**16  # no overflow, no skipped step
 
 
+class MaskFirstLayer(Callback):
+    """Zeroes ``net.0``'s gradient in ``on_before_optimizer_step``, as FisherMask masks frozen entries there."""
+
+    def __init__(self) -> None:
+        self.seen_norms: list[float] = []  # the gradient norm the hook saw, at every call
+        self.full_norms: list[float] = []  # reference, every step: the clean pass's gradient norm
+        self.masked_norms: list[float] = []  # and the same without net.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        _, grads = loss_and_grad(pl_module, ce, params_of(pl_module), batch)
+        self.full_norms.append(float(torch.cat([g.reshape(-1) for g in grads.values()]).norm()))
+        self.masked_norms.append(float(torch.cat([g.reshape(-1) for k, g in grads.items() if "net.0" not in k]).norm()))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen_norms.append(float(torch.cat([p.grad.reshape(-1) for p in pl_module.parameters()]).norm()))
+        for p in pl_module.net[0].parameters():
+            p.grad.zero_()
+
+
+@pytest.mark.parametrize("scaler", [False, True], ids=["32", "16-mixed-scaler"])
+def test_on_before_optimizer_step_runs_after_every_pass_on_unscaled_gradients(tmp_path, scaler) -> None:
+    """Regression: with SharpnessAwarePrecision the hook ran once, after the last pass, so a gradient mask applied
+    there (FisherMask) did not reach the perturbation, unlike in 32/bf16 (16-mixed and 32 then trained differently)."""
+    masker, logger = MaskFirstLayer(), RecordingLogger()
+    model = Classifier(optimizer_factory=lambda p: SAM(p, torch.optim.SGD, rho=0.05, lr=0.1))
+    _fit(model, tmp_path, max_steps=3, callbacks=[masker, SharpnessMonitor()], logger=logger, log_every_n_steps=1,
+         plugins=[_scaler_plugin()] if scaler else None)  # fmt: skip
+    assert len(masker.seen_norms) == 6  # after both passes of the 3 steps
+    rel = 1e-2 if scaler else 1e-5  # float16 autocast
+    assert masker.seen_norms[::2] == pytest.approx(masker.full_norms, rel=rel)  # clean pass, unscaled
+    assert logger.series("sam/grad_norm") == pytest.approx(masker.masked_norms, rel=rel)  # the masked perturbation
+
+
 class Exploding(Classifier):
     """Returns an infinite loss at one chosen ``training_step`` call."""
 

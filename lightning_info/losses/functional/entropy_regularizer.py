@@ -58,7 +58,10 @@ def entropy_band_penalty(entropy: Tensor, max_entropy: Tensor, threshold: Tensor
     if theta.ndim == 1 and entropy.ndim == 3:
         theta = theta[:, None]
     deviation = entropy - theta * max_entropy
-    return torch.where(deviation.abs() > tolerance * max_entropy, deviation.square(), 0.0)
+    # a NaN entropy has no place in the band: its penalty stays NaN (a comparison would make it 0 and hide a broken
+    # forward pass from the loss-term check, which names the callback)
+    outside = (deviation.abs() > tolerance * max_entropy) | deviation.isnan()
+    return torch.where(outside, deviation.square(), 0.0)
 
 
 def _layer_penalty(
@@ -75,10 +78,10 @@ def _layer_penalty(
     max_entropy = max_entropy.to(entropy.dtype).expand_as(entropy)
     if granularity == "head":  # Algorithm 1, line 7: entropy averaged over the query positions
         rows = weight.sum(-1)
-        entropy = (entropy * weight).sum(-1) / rows.clamp_min(1.0)
+        entropy = entropy.masked_fill(weight == 0, 0.0).sum(-1) / rows.clamp_min(1.0)
         max_entropy = (max_entropy * weight).sum(-1) / rows.clamp_min(1.0)
         weight = (rows > 0).to(entropy.dtype)  # (batch, heads): batch elements with a row that counts
-    penalty = entropy_band_penalty(entropy, max_entropy, theta, tolerance) * weight
+    penalty = entropy_band_penalty(entropy, max_entropy, theta, tolerance).masked_fill(weight == 0, 0.0)
     dims = (0, 2) if penalty.ndim == 3 else (0,)
     per_head = penalty.sum(dim=dims)
     if reduction == "mean":
@@ -106,7 +109,9 @@ def entropy_regularizer(
             each value must lie in [0, 1] when given as a float.
         tolerance: :math:`\gamma \in [0, 1]`, the half-width of the band as a fraction of :math:`E^{\max}`
             (paper: 0.2, chosen in its Fig. 7 study; its Appendix B listing uses 0.1).
-        row_masks: per layer, boolean tensors broadcastable to the entropies; ``False`` rows are ignored.
+        row_masks: per layer, boolean tensors broadcastable to the entropies; ``False`` rows are ignored (whatever
+            their value). A NaN entropy in a row that counts makes the result NaN, so that a broken forward pass is
+            reported (``LossTermCallback``'s finiteness check) instead of being penalised as 0.
         reduction: ``"mean"`` over the rows that count (default) or ``"sum"`` over them (the paper's scaling).
         granularity: ``"row"`` (penalty per attention row, Appendix B and the released code) or ``"head"`` (on the
             query-averaged entropy of each head and batch element, Algorithm 1).
