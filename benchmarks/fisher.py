@@ -1,9 +1,12 @@
-"""Per-sample Fisher: torch.func vmap (chunked) vs the batch-size-1 loop FISH's public code uses.
+"""Per-sample Fisher: torch.func vmap (chunked) and ``mode="auto"`` vs the batch-size-1 loop FISH's public code uses.
 
 Run ``python benchmarks/fisher.py`` (``--quick`` for a smoke run). CPU timings; noisy on shared machines. Prints the
-seconds for N = 1024 samples on a small MLP and a small transformer with both modes, the speed-up, and the peak
-extra resident memory of the vmap estimate (above the process's peak before it) in fresh processes: for several
-chunk sizes at N = 1024, and for a fixed chunk at a small and a large N (the memory must follow the chunk, not N).
+seconds for N = 1024 samples on a small MLP and a small transformer with the three modes (``auto`` = vmap plus the
+exact shortcut for ``nn.Linear`` layers that see one row per sample: every layer of the MLP, only the head of the
+transformer, whose other linear layers see 8 tokens per sample), the speed-ups over the loop, and the peak extra
+resident memory of the estimate (above the process's peak before it) in fresh processes: for several chunk sizes at
+N = 1024 (vmap and auto), and for a fixed chunk at a small and a large N (vmap: the memory must follow the chunk,
+not N).
 Memory is measured with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_`` = 128 KiB) so that RSS follows the
 live tensors; the "default malloc" column shows the extra drift of glibc's heap with its default dynamic threshold.
 """
@@ -72,14 +75,14 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def extra_peak_mb(name: str, n: int, chunk: int) -> float:
-    """In this process: peak RSS during the vmap Fisher minus the RSS just before it, in MB (Linux).
+def extra_peak_mb(name: str, n: int, chunk: int, mode: str = "vmap") -> float:
+    """In this process: peak RSS during the Fisher (``mode``) minus the RSS just before it, in MB (Linux).
 
     A thread samples ``/proc/self/statm`` every millisecond (``ru_maxrss`` would be dominated by the peak of
     ``import torch``); each chunk holds its gradients for far longer than that.
     """
     model, data = _setup(name, n)
-    empirical_fisher(model, data, num_samples=min(n, 4), chunk_size=4)  # warm-up: kernels, lazy allocations
+    empirical_fisher(model, data, num_samples=min(n, 4), mode=mode, chunk_size=4)  # type: ignore[arg-type]  # warm-up
     before, peak, done = _rss_mb(), [0.0], threading.Event()
 
     def sample() -> None:
@@ -89,17 +92,17 @@ def extra_peak_mb(name: str, n: int, chunk: int) -> float:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    empirical_fisher(model, data, num_samples=n, chunk_size=chunk)
+    empirical_fisher(model, data, num_samples=n, mode=mode, chunk_size=chunk)  # type: ignore[arg-type]
     done.set()
     sampler.join()
     return max(peak[0], _rss_mb()) - before
 
 
-def _fresh(name: str, n: int, chunk: int, steady_malloc: bool = True) -> float:
+def _fresh(name: str, n: int, chunk: int, steady_malloc: bool = True, mode: str = "vmap") -> float:
     """``extra_peak_mb`` in a fresh process; ``steady_malloc`` fixes glibc's mmap threshold (see ``main``)."""
     code = (
         "import sys; sys.path.insert(0, 'benchmarks'); from fisher import extra_peak_mb; "
-        f"print(extra_peak_mb({name!r}, {n}, {chunk}))"
+        f"print(extra_peak_mb({name!r}, {n}, {chunk}, {mode!r}))"
     )
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)} if steady_malloc else None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -107,33 +110,50 @@ def _fresh(name: str, n: int, chunk: int, steady_malloc: bool = True) -> float:
 
 
 def main(quick: bool = False, memory: bool = True) -> dict[str, float]:
+    """Prints the tables and goal lines; returns the vmap-vs-loop speed-up per model."""
     n = 16 if quick else 1024
-    print(f"{'model':12s} {'params':>8s} {'vmap s':>8s} {'loop s':>8s} {'speed-up':>9s}   (N={n}, default chunk_size)")
+    print(
+        f"{'model':12s} {'params':>8s} {'auto s':>8s} {'vmap s':>8s} {'loop s':>8s} {'vmap/loop':>10s} "
+        f"{'auto/loop':>10s} {'auto/vmap':>10s}   (N={n}, default chunk_size)"
+    )
     ratios: dict[str, float] = {}
+    auto_ratios: dict[str, float] = {}
     for name, (build, _) in models().items():
         params = sum(p.numel() for p in build().parameters())
-        fast, slow = timed(name, n, "vmap", None), timed(name, n, "loop", None)
-        ratios[name] = slow / fast
-        print(f"{name:12s} {params:8d} {fast:8.3f} {slow:8.3f} {ratios[name]:8.1f}x")
+        auto, fast, slow = (timed(name, n, mode, None) for mode in ("auto", "vmap", "loop"))
+        ratios[name], auto_ratios[name] = slow / fast, slow / auto
+        print(
+            f"{name:12s} {params:8d} {auto:8.3f} {fast:8.3f} {slow:8.3f} {ratios[name]:9.1f}x "
+            f"{auto_ratios[name]:9.1f}x {fast / auto:9.1f}x"
+        )
     growth = None
     if memory:
         # glibc raises its mmap threshold after large frees and then serves big blocks from the heap, whose peak RSS
         # drifts with the number of chunks; a fixed threshold (MALLOC_MMAP_THRESHOLD_) makes RSS follow live tensors
         params = sum(p.numel() for p in models()["mlp"][0]().parameters())
         print(f"\npeak extra RSS of the vmap Fisher, mlp ({params} params), a fresh process per row")
-        print(f"{'N':>6s} {'chunk':>6s} {'extra MB':>9s} {'chunk grads MB':>15s} {'default malloc MB':>18s}")
+        print(
+            f"{'N':>6s} {'chunk':>6s} {'extra MB':>9s} {'chunk grads MB':>15s} {'default malloc MB':>18s} "
+            f"{'auto extra MB':>14s}"
+        )
         fixed = 16 if quick else 256
         rows = [(n, c, False) for c in ((4, 16) if quick else (16, 128, 1024))]
         rows += [(rows_n, fixed, True) for rows_n in ((16, 64) if quick else (256, 4096))]
         extra = {}
         for rows_n, c, both in rows:
             extra[rows_n, c] = _fresh("mlp", rows_n, c)
-            default = f"{_fresh('mlp', rows_n, c, steady_malloc=False):18.1f}" if both else ""
-            print(f"{rows_n:6d} {c:6d} {extra[rows_n, c]:9.1f} {c * params * 4 / 2**20:15.1f} {default}")
+            default = f"{_fresh('mlp', rows_n, c, steady_malloc=False):18.1f}" if both else " " * 18
+            auto_mb = "" if both else f"{_fresh('mlp', rows_n, c, mode='auto'):14.1f}"
+            print(f"{rows_n:6d} {c:6d} {extra[rows_n, c]:9.1f} {c * params * 4 / 2**20:15.1f} {default} {auto_mb}")
         (small, _, _), (large, _, _) = rows[-2:]
         growth = extra[large, fixed] / max(extra[small, fixed], 1.0)
     for name, ratio in ratios.items():
         print(f"vmap vs batch-1 loop Fisher ({name}, {n} samples): {ratio:.1f}x (goal >= 5x)")
+    for name, ratio in auto_ratios.items():
+        print(
+            f"auto (vmap + exact Linear shortcut) vs batch-1 loop Fisher ({name}, {n} samples): "
+            f"{ratio:.1f}x (goal >= 5x)"
+        )
     if growth is not None:
         print(f"peak extra memory, N={large} vs N={small} at chunk {fixed}: {growth:.2f}x (goal <= 1.2x)")
     return ratios

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, default=Path("runs"), help="output folder (W&B run, report, figures)")
     demo.add_argument("--no-wandb", action="store_true", help="log to CSV instead of a W&B offline run")
-    demo.add_argument("--max-epochs", type=int, default=12)
+    demo.add_argument("--max-epochs", type=int, default=25)
     demo.add_argument(
         "--optimizer",
         choices=["sam", "asam", "gam", "base"],

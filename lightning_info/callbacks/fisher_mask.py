@@ -103,7 +103,8 @@ class FisherMask(Callback):
         exclude: parameter names/globs that are never trained.
         always_train: parameter names/globs trained entirely, counted inside the budget (e.g. ``["head"]``).
         recompute_every_n_epochs: re-estimate the masks every this many epochs (dynamic variant); ``None`` = fixed.
-        mode: ``"vmap"`` (``torch.func`` per-sample gradients) or ``"loop"`` (batch size 1), see
+        mode: ``"auto"`` (``"vmap"`` plus the exact shortcut for ``nn.Linear`` layers that see one row per sample),
+            ``"vmap"`` (``torch.func`` per-sample gradients) or ``"loop"`` (batch size 1), see
             :func:`~lightning_info.fisher.empirical_fisher`.
         label: ``"empirical"`` (data labels, as in FISH) or ``"sampled"`` (labels drawn from the model).
         chunk_size: samples per ``vmap`` call (bounds the extra memory to ``chunk_size * #params`` values);
@@ -131,7 +132,7 @@ class FisherMask(Callback):
         exclude: list[str] | None = None,
         always_train: list[str] | None = None,
         recompute_every_n_epochs: int | None = None,
-        mode: Literal["vmap", "loop"] = "vmap",
+        mode: Literal["auto", "vmap", "loop"] = "auto",
         label: Literal["empirical", "sampled"] = "empirical",
         chunk_size: int | None = None,
     ) -> None:
@@ -154,7 +155,7 @@ class FisherMask(Callback):
             if recompute_every_n_epochs is None
             else check_int("recompute_every_n_epochs", recompute_every_n_epochs, min_value=1)
         )
-        check_choice("mode", mode, ["vmap", "loop"])
+        check_choice("mode", mode, ["auto", "vmap", "loop"])
         check_choice("label", label, ["empirical", "sampled"])
         self.mode, self.label = mode, label
         self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, min_value=1)

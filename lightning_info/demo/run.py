@@ -27,7 +27,7 @@ class DemoConfig:
     seed: int = 0
     fast: bool = False
     wandb: bool = True
-    max_epochs: int = 12
+    max_epochs: int = 25
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.parts if p not in PARTS]

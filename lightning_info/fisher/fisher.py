@@ -10,8 +10,15 @@ gradients) and is not what this module returns. We return the **sum** over the N
 it; divide by N for the mean :math:`\tfrac{1}{N}\sum_i` that other write-ups use. The two differ by a constant
 factor, so the top-k masks are identical.
 
-Two implementations give the same numbers:
+Three implementations give the same numbers:
 
+- ``mode="auto"`` (default): the ``vmap`` path below, except that the ``weight``/``bias`` of each ``nn.Linear`` that
+  sees one row per sample (e.g. an MLP layer on ``(N, d)`` inputs, a classification head; not a layer applied to
+  ``(N, T, d)`` tokens) and whose parameters nothing else uses get their Fisher from the layer's inputs :math:`a` and
+  output gradients :math:`\delta` as :math:`(\delta^{\odot 2})^\top a^{\odot 2}` and
+  :math:`\sum_n \delta_n^{\odot 2}`, exactly, without per-sample gradients
+  (:mod:`lightning_info.fisher.linear_shortcut`; the conditions are checked on one sample at run time, and any
+  other parameter keeps the ``vmap`` path). The extra memory of those layers is their inputs and outputs.
 - ``mode="vmap"``: ``torch.func.functional_call`` + ``vmap(grad(...))`` over chunks of ``chunk_size`` samples; the
   per-sample gradients of one chunk (``chunk_size x #params`` values, squared in place) and the chunk's activations
   are the peak extra memory, whatever the number of samples. By default a chunk holds at most 256 samples and at
@@ -28,6 +35,7 @@ statistics, which ``BatchNorm1d`` refuses, and ``vmap`` cannot write running sta
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
@@ -39,6 +47,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
 from lightning_info._internal.validation import check_choice, check_int
+from lightning_info.fisher.linear_shortcut import (
+    ExactLinear,
+    LinearTaps,
+    ShortcutMismatchError,
+    accumulate_linear_fisher,
+    find_exact_linears,
+)
 
 LossFn = Callable[[Any, Tensor], Tensor]
 _MAX_CHUNK = 256  # default chunk: at most this many samples per vmap call ...
@@ -134,7 +149,7 @@ def empirical_fisher(
     batches: Iterable[Any],
     loss_fn: LossFn | None = None,
     num_samples: int = 1024,
-    mode: Literal["vmap", "loop"] = "vmap",
+    mode: Literal["auto", "vmap", "loop"] = "auto",
     label: Literal["empirical", "sampled"] = "empirical",
     chunk_size: int | None = None,
     generator: torch.Generator | None = None,
@@ -149,12 +164,15 @@ def empirical_fisher(
         loss_fn: ``loss_fn(output, target) -> scalar`` giving the negative log-likelihood of one sample (it receives a
             batch of one). Default: cross-entropy of logits, ``-log softmax(output)[target]``.
         num_samples: N, the number of samples used (the first ``num_samples`` rows of ``batches``).
-        mode: ``"vmap"`` (per-sample gradients with ``torch.func``, chunked) or ``"loop"`` (batch size 1).
+        mode: ``"auto"`` (``"vmap"`` with the exact shortcut for eligible ``nn.Linear`` layers, see the module
+            docstring), ``"vmap"`` (per-sample gradients of every parameter with ``torch.func``, chunked) or
+            ``"loop"`` (batch size 1).
         label: ``"empirical"`` uses the data's targets (empirical Fisher, as in FISH); ``"sampled"`` draws one
             :math:`y \sim p_\theta(\cdot \mid x)` per sample from the softmax of the model's output over its last
             dimension (a one-draw Monte-Carlo estimate of the true Fisher, for classifiers whose output is logits)
             and passes it to ``loss_fn`` instead of the data's target.
-        chunk_size: samples per ``vmap`` call; peak extra memory is about ``chunk_size * #params`` values.
+        chunk_size: samples per ``vmap`` call; peak extra memory is about ``chunk_size * #params`` values (in
+            ``"auto"`` mode, the parameters of the shortcut layers count as their input and output sizes instead).
             ``None``: ``min(256, 256 MiB / bytes of one sample's gradients)``, at least 1.
         generator: random generator for ``label="sampled"`` (CPU), for reproducible draws.
 
@@ -166,7 +184,8 @@ def empirical_fisher(
         TypeError: if a batch is not ``(inputs, targets, ...)`` or ``loss_fn`` does not return a tensor.
         ValueError: for ``num_samples``/``chunk_size`` < 1, a bad ``mode``/``label``, a model with no trainable
             parameters, empty ``batches``, or a ``loss_fn`` returning more than one value per sample.
-        RuntimeError: if ``vmap`` cannot transform the model (the message suggests ``mode="loop"``).
+        RuntimeError: if ``vmap`` cannot transform the model (the message suggests ``mode="loop"``), or in ``"auto"``
+            mode if a shortcut layer does not run exactly once in a later forward (it suggests ``mode="vmap"``).
 
     Example:
         >>> import torch
@@ -187,7 +206,7 @@ def empirical_fisher(
     num_samples = check_int("num_samples", num_samples, min_value=1)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, min_value=1)
-    check_choice("mode", mode, ["vmap", "loop"])
+    check_choice("mode", mode, ["auto", "vmap", "loop"])
     check_choice("label", label, ["empirical", "sampled"])
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
@@ -196,21 +215,26 @@ def empirical_fisher(
     if not params:
         raise ValueError(f"model ({type(model).__name__}) has no trainable parameters (requires_grad=True)")
     fisher = {name: torch.zeros_like(p, memory_format=torch.contiguous_format) for name, p in params.items()}
-    if chunk_size is None:
-        sample_bytes = sum(p.numel() * p.element_size() for p in params.values())
-        chunk_size = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // sample_bytes))
 
     training = {module: module.training for module in model.modules()}
     model.eval()
     seen = 0
     try:
+        linears: dict[str, ExactLinear] = {}
+        if mode == "auto":
+            linears, batches = _exact_linears(model, params, loss, batches)
+        if chunk_size is None:
+            covered = {name for lin in linears.values() for name in lin.names}
+            sample_bytes = sum(p.numel() * p.element_size() for name, p in params.items() if name not in covered)
+            sample_bytes += sum(lin.sample_bytes for lin in linears.values())
+            chunk_size = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(1, sample_bytes)))
         for x, y in _chunks(batches, num_samples, chunk_size):
             if label == "sampled":
                 y = _sample_labels(model, x, generator)
-            if mode == "vmap":
-                _accumulate_vmap(model, params, loss, x, y, fisher)
-            else:
+            if mode == "loop":
                 _accumulate_loop(model, params, loss, x, y, fisher)
+            else:
+                _accumulate_vmap(model, params, loss, x, y, fisher, linears)
             seen += int(y.shape[0])
     finally:
         for module, flag in training.items():
@@ -222,25 +246,62 @@ def empirical_fisher(
     return fisher
 
 
-def _accumulate_vmap(
-    model: nn.Module, params: Mapping[str, Tensor], loss_fn: LossFn, x: Any, y: Tensor, fisher: dict[str, Tensor]
-) -> None:
-    detached = {name: p.detach() for name, p in params.items()}
-    rest: dict[str, Tensor] = {name: p for name, p in model.named_parameters() if name not in params}
-    rest.update(dict(model.named_buffers()))
+def _exact_linears(
+    model: nn.Module, params: Mapping[str, Tensor], loss_fn: LossFn, batches: Iterable[Any]
+) -> tuple[dict[str, ExactLinear], Iterable[Any]]:
+    """The shortcut layers, checked on the first sample of ``batches``, and ``batches`` with that batch put back."""
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        return {}, ()
+    inputs, targets = _split_batch(first)
+    linears = {}
+    if _num_rows(inputs, targets) > 0:
+        linears = find_exact_linears(
+            model, params, lambda: _scalar(loss_fn(_call(model, _rows(inputs, 0, 1)), targets[:1]))
+        )
+    return linears, itertools.chain([first], iterator)
 
-    def sample_loss(theta: dict[str, Tensor], xi: Any, yi: Tensor) -> Tensor:
+
+def _accumulate_vmap(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    loss_fn: LossFn,
+    x: Any,
+    y: Tensor,
+    fisher: dict[str, Tensor],
+    linears: Mapping[str, ExactLinear],
+) -> None:
+    """Per-sample gradients of the parameters outside ``linears``; output gradients and inputs of ``linears``."""
+    covered = {name for lin in linears.values() for name in lin.names}
+    detached = {name: p.detach() for name, p in params.items() if name not in covered}
+    rest: dict[str, Tensor] = {
+        name: p.detach() if name in covered else p for name, p in model.named_parameters() if name not in detached
+    }
+    rest.update(dict(model.named_buffers()))
+    probes = {name: lin.probe for name, lin in linears.items()}
+
+    def sample_loss(
+        diff: tuple[dict[str, Tensor], dict[str, Tensor]], xi: Any, yi: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        theta, sample_probes = diff
         one = tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, xi)
         args = tuple(one) if isinstance(one, (tuple, list)) else (one,)
+        taps.start(sample_probes)
         output = functional_call(model, (theta, rest), args)
-        return _scalar(loss_fn(output, yi.unsqueeze(0)))
+        return _scalar(loss_fn(output, yi.unsqueeze(0))), taps.inputs()
 
     try:
         # the math attention kernel decomposes into ops with batching rules (the fused CPU kernels have none)
-        with sdpa_kernel([SDPBackend.MATH]):
-            per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(detached, x, y)
+        with sdpa_kernel([SDPBackend.MATH]), LinearTaps(linears) as taps:
+            (per_sample, output_grads), inputs = vmap(grad(sample_loss, has_aux=True), in_dims=(None, 0, 0))(
+                (detached, probes), x, y
+            )
+    except ShortcutMismatchError:
+        raise
     except RuntimeError as err:
         raise RuntimeError(f"vmap could not compute per-sample gradients ({err}); use mode='loop'") from err
+    accumulate_linear_fisher(linears, output_grads, inputs, fisher)
     for name, g in per_sample.items():
         if g.stride(0) == 0:  # a gradient that does not depend on the sample (e.g. of a parameter the output does
             fisher[name] += g[0].square() * g.shape[0]  # not use): vmap expands it, so it cannot be written in place

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from lightning_info.fisher import empirical_fisher, fisher_importance, topk_masks
+from lightning_info.fisher.linear_shortcut import find_exact_linears
 from tests.helpers.models import TinyCNN, TinyTransformer, classification_data, loader
 
 
@@ -35,17 +36,131 @@ def _reference_float64(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> di
     return out
 
 
-@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def _shortcut_params(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> set[str]:
+    """The parameters ``mode="auto"`` takes the Linear shortcut for (checked on the first sample, as it does)."""
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    one_sample = lambda: nn.functional.cross_entropy(model(x[:1]), y[:1], reduction="sum")  # noqa: E731
+    return {name for lin in find_exact_linears(model.eval(), params, one_sample).values() for name in lin.names}
+
+
+@pytest.mark.parametrize("mode", ["auto", "vmap", "loop"])
 def test_matches_float64_reference(mode: str) -> None:
     model = _mlp()
     x, y = _data()
     # uneven batches and chunks: 24 samples as 10 + 14, chunks of 4, only the first 20 used
     batches = [(x[:10], y[:10]), (x[10:], y[10:])]
-    fisher = empirical_fisher(model, batches, num_samples=20, mode=mode, chunk_size=4)
+    fisher = empirical_fisher(model, batches, num_samples=20, mode=mode, chunk_size=4)  # type: ignore[arg-type]
     reference = _reference_float64(model, x[:20], y[:20])
     assert list(fisher) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     for name, ref in reference.items():
         torch.testing.assert_close(fisher[name].double(), ref, rtol=1e-5, atol=1e-7)
+    assert _shortcut_params(model, x, y) == set(reference)  # "auto" is the shortcut for every parameter here
+
+
+class _Mixed(nn.Module):
+    """Every kind of parameter the shortcut must leave to vmap, and four layers it may take."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Linear(4, 6)  # applied to (N, 3, 4) tokens: a sum over tokens per sample
+        self.norm = nn.LayerNorm(6)
+        self.conv = nn.Conv1d(6, 6, 2)
+        self.shared = nn.Linear(6, 6)  # called twice
+        self.reused = nn.Linear(6, 6)  # its weight is also read directly
+        self.enc, self.dec = nn.Linear(6, 6), nn.Linear(6, 6)
+        self.dec.weight = self.enc.weight  # tied: one parameter, two layers
+        self.parametrized = nn.Linear(6, 6)  # the weight is computed from another tensor; the bias is still exact
+        torch.nn.utils.parametrize.register_parametrization(self.parametrized, "weight", _Double())
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 6))
+        self.scaled = _ScaledLinear(6, 6)  # a subclass with its own forward
+        self.direct = nn.Linear(6, 6)  # never called, its weight read once by the parent's forward
+        self.unused = nn.Linear(6, 6)  # never called: zero Fisher
+        self.side = nn.Linear(6, 2)  # called once, but the output ignores it: zero Fisher, shortcut or not
+        self.mid = nn.Linear(6, 6)  # called with a keyword input, a user hook doubles its output
+        self.mid.register_forward_hook(lambda module, args, output: 2 * output)
+        self.head = nn.Linear(6, 3)
+        self.head.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(torch.tanh(self.tokens(x)))
+        h = self.conv(h.transpose(1, 2)).mean(-1)
+        h = torch.tanh(self.shared(torch.tanh(self.shared(h))))
+        h = torch.tanh(self.reused(h)) + 0.3 * h @ self.reused.weight
+        h = torch.tanh(self.dec(torch.tanh(self.enc(h))))
+        h = torch.tanh(self.parametrized(h)) * self.scale
+        h = torch.tanh(self.scaled(h)) + torch.tanh(h @ self.direct.weight.T)
+        self.side(h)
+        return self.head(torch.tanh(self.mid(input=h)))
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+class _Double(nn.Module):
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 2 * w
+
+
+def test_auto_takes_the_shortcut_only_where_exact_and_equals_vmap_on_a_mixed_model() -> None:
+    torch.manual_seed(0)
+    model = _Mixed()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(30, 3, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
+    exact = {"side.weight", "side.bias", "mid.weight", "mid.bias", "head.weight", "parametrized.bias"}
+    assert _shortcut_params(model, x, y) == exact
+    batches = [(x[:13], y[:13]), (x[13:], y[13:])]
+    auto = empirical_fisher(model, batches, num_samples=30, chunk_size=7)
+    fast = empirical_fisher(model, batches, num_samples=30, chunk_size=7, mode="vmap")
+    slow = empirical_fisher(model, batches, num_samples=30, mode="loop")
+    assert list(auto) == list(fast) and "head.bias" not in auto and "enc.weight" in auto and "dec.weight" not in auto
+    for name in auto:
+        torch.testing.assert_close(auto[name], fast[name], rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(auto[name], slow[name], rtol=1e-4, atol=1e-8)
+    assert not auto["unused.weight"].any() and not auto["side.weight"].any() and not auto["side.bias"].any()
+    assert auto["mid.weight"].gt(0).all() and auto["head.weight"].gt(0).all() and auto["scale"].gt(0).all()
+
+
+def test_shortcut_is_not_applied_to_token_sequences() -> None:
+    """A Linear on (N, T, d) tokens has per-sample gradient sum_t delta_t a_t^T, whose square is not the sum over
+    tokens of (delta_t a_t^T)^2, the value the shortcut formula would give for it (computed here independently)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3))
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(12, 3, 4, generator=g), torch.randint(0, 3, (12,), generator=g)
+    assert _shortcut_params(model, x, y) == {"3.weight", "3.bias"}  # the flattened head sees one row per sample
+    auto = empirical_fisher(model, [(x, y)], num_samples=12, chunk_size=5)
+    fast = empirical_fisher(model, [(x, y)], num_samples=12, chunk_size=5, mode="vmap")
+    for name in auto:
+        torch.testing.assert_close(auto[name], fast[name], rtol=1e-5, atol=1e-8)
+    per_token = torch.zeros(5, 4, dtype=torch.float64)
+    for xi, yi in zip(x.double(), y, strict=True):
+        z = model[0].double()(xi.unsqueeze(0))
+        loss = nn.functional.cross_entropy(model[1:].double()(z), yi.unsqueeze(0), reduction="sum")
+        (delta,) = torch.autograd.grad(loss, z)
+        per_token += delta[0].square().T @ xi.square()
+    model.float()
+    assert not torch.allclose(auto["0.weight"].double(), per_token, rtol=0.1)
+
+
+def test_auto_fails_loudly_if_the_model_changes_after_the_check() -> None:
+    class Changing(nn.Module):
+        def __init__(self, later_calls: int) -> None:
+            super().__init__()
+            self.fc, self.later_calls, self.forwards = nn.Linear(5, 5), later_calls, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.forwards += 1
+            for _ in range(1 if self.forwards == 1 else self.later_calls):
+                x = self.fc(x)
+            return x[:, :3]
+
+    x, y = _data(8)
+    with pytest.raises(RuntimeError, match=r"layers \['fc'\] did not run in this forward; use mode='vmap'"):
+        empirical_fisher(Changing(later_calls=0), [(x, y)], num_samples=8)
+    with pytest.raises(RuntimeError, match="'fc' ran twice in a forward but once when it was checked; use mode='vmap'"):
+        empirical_fisher(Changing(later_calls=2), [(x, y)], num_samples=8)
 
 
 def test_is_not_the_squared_mean_gradient() -> None:
@@ -106,13 +221,13 @@ def test_parameters_the_output_does_not_use_get_zero_fisher_in_vmap_mode() -> No
     assert fast["attn.log_temperature"].gt(0).all() and fast["head.weight"].gt(0).all()
 
 
-def test_sampled_labels_same_in_both_modes_and_differ_from_empirical() -> None:
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_sampled_labels_same_in_all_modes_and_differ_from_empirical(mode: str) -> None:
     model = _mlp()
     x, y = _data()
     a = empirical_fisher(model, [(x, y)], label="sampled", num_samples=24, generator=torch.Generator().manual_seed(3))
-    b = empirical_fisher(
-        model, [(x, y)], label="sampled", mode="loop", num_samples=24, generator=torch.Generator().manual_seed(3)
-    )
+    generator = torch.Generator().manual_seed(3)
+    b = empirical_fisher(model, [(x, y)], label="sampled", mode=mode, num_samples=24, generator=generator)  # type: ignore[arg-type]
     e = empirical_fisher(model, [(x, y)], num_samples=24)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-7)
@@ -141,7 +256,7 @@ def test_loop_mode_under_no_grad_and_vmap_failure_message() -> None:
     x, y = _data(8)
     reference = empirical_fisher(model, [(x, y)], num_samples=8, mode="loop")
     with torch.no_grad():  # e.g. called from a no_grad hook: both modes still differentiate
-        for mode in ("loop", "vmap"):
+        for mode in ("loop", "vmap", "auto"):
             fisher = empirical_fisher(model, [(x, y)], num_samples=8, mode=mode)  # type: ignore[arg-type]
             torch.testing.assert_close(fisher["0.weight"], reference["0.weight"])
 
