@@ -132,7 +132,8 @@ def _plot_attention_entropy(path: Path, history: MetricsHistory) -> Path | None:
     image = ax.imshow(grid, cmap="magma", aspect="auto")
     for i in range(layers):
         for j in range(heads):
-            ax.text(j, i, f"{grid[i][j]:.2f}", ha="center", va="center", color="cyan", fontsize=9)
+            bright = image.norm(grid[i][j]) > 0.6  # dark text on the light end of the colour map
+            ax.text(j, i, f"{grid[i][j]:.2f}", ha="center", va="center", color="black" if bright else "white")
     ax.set_xticks(range(heads), [f"head {j}" for j in range(heads)])
     ax.set_yticks(range(layers), [f"layer {i}" for i in range(layers)])
     ax.set_title("attention entropy (nats), last logged step")
