@@ -63,6 +63,23 @@ def test_batch_centroids_held_fixed_give_the_full_gradient() -> None:
     assert not torch.allclose(moved, grad)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_each_output_has_the_gradient_of_plain_autograd(temperature: float) -> None:
+    """The fused node's analytic backward, for ``loss``, ``ce``, ``cmi`` and any mix of them (the callback
+    back-propagates ``cmi`` alone), equals autograd through cross-entropy and the functional CMI."""
+    logits, labels = _case(n=9, k=3, seed=4)
+    logits.requires_grad_(True)
+    out = MCMILoss(3, lam=0.4, temperature=temperature)(logits, labels)
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    cmi = conditional_mutual_information(torch.softmax(logits / temperature, 1), labels, 3)
+    for weights in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.3, -1.2, 2.5)]:
+        fused = sum(w * t for w, t in zip(weights, out, strict=True))
+        plain = weights[0] * (ce - 0.4 * cmi) + weights[1] * ce + weights[2] * cmi
+        (got,) = torch.autograd.grad(fused, logits, retain_graph=True)
+        (expected,) = torch.autograd.grad(plain, logits, retain_graph=True)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_running_centroids_first_update_blend_and_absent_classes() -> None:
     loss = MCMILoss(num_classes=3, centroids="ema", momentum=0.75).double()
     p1 = torch.tensor([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64)
