@@ -22,12 +22,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_info._internal.validation import check_int, check_range, check_tensor
+from lightning_info._internal.validation import check_int, check_probabilities, check_range, check_tensor
 
 __all__ = ["conditional_mutual_information"]
 
 DEFAULT_EPS = 1e-8
-_SUM_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 2e-2}
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def check_targets(target: object, num_classes: int, rows: int) -> Tensor:
@@ -75,23 +75,14 @@ def kl_to_centroids(probs: Tensor, log_probs: Tensor, target: Tensor, centroids:
     return (probs * (log_probs - log_q)).sum(dim=1)
 
 
-def _check_probabilities(name: str, p: Tensor) -> None:
-    if bool((p < 0).any()) or bool((p > 1).any()):
-        raise ValueError(f"{name} must hold probabilities in [0, 1] (apply softmax to logits first)")
-    sums = p.sum(dim=1, dtype=torch.float64)
-    atol = _SUM_TOLERANCE.get(p.dtype, 1e-3)
-    if p.shape[0] and not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=atol)):
-        raise ValueError(f"{name} rows must sum to 1, got a deviation of {float((sums - 1).abs().max()):.3g}")
-
-
 def check_inputs(probs: object, target: object, num_classes: int) -> tuple[Tensor, Tensor]:
     """Check ``(N, C)`` distributions and ``(N,)`` labels; return them (float16/bfloat16 upcast, labels ``int64``)."""
     p = check_tensor("probs", probs, ndim=2, min_rows=1)
     if p.shape[1] != num_classes:
         raise ValueError(f"probs must have num_classes={num_classes} columns, got shape {tuple(p.shape)}")
-    _check_probabilities("probs", p)
+    check_probabilities("probs", p, 1, hint="apply softmax to logits first")
     labels = check_targets(target, num_classes, p.shape[0]).to(p.device)
-    return (p.float() if p.dtype in _SUM_TOLERANCE else p), labels
+    return (p.float() if p.dtype in _LOW_PRECISION else p), labels
 
 
 def conditional_mutual_information(

@@ -5,23 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_info._internal.validation import check_int, check_tensor
+from lightning_info._internal.validation import check_int, check_probabilities, check_tensor
 from lightning_info.metrics.functional._utils import check_bool, log_base, plogp_entropy, upcast
 
 __all__ = ["shannon_entropy"]
-
-_SUM_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 2e-2}
-
-
-def _check_probabilities(x: Tensor, dim: int, name: str = "x") -> None:
-    """Raise ``ValueError`` unless ``x`` holds probability vectors along ``dim`` (entries in [0, 1], sums 1)."""
-    if bool((x < 0).any()) or bool((x > 1).any()):
-        raise ValueError(f"{name} must hold probabilities in [0, 1] (pass from_logits=True for logits)")
-    atol = _SUM_TOLERANCE.get(x.dtype, 1e-3)
-    sums = x.sum(dim=dim, dtype=torch.float64)
-    if not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=atol)):
-        worst = float((sums - 1).abs().max())
-        raise ValueError(f"{name} must sum to 1 along dim, got a deviation of {worst:.3g} (from_logits=False)")
 
 
 def _check_dim(x: Tensor, dim: object) -> int:
@@ -70,7 +57,7 @@ def shannon_entropy(x: Tensor, dim: int = -1, from_logits: bool = False, base: f
         log_p = torch.log_softmax(upcast(x), dim=dim)
         entropy = 0.0 - (log_p.exp() * log_p).sum(dim=dim)
     else:
-        _check_probabilities(x, dim)
+        check_probabilities("x", x, dim, hint="pass from_logits=True for logits")
         p = upcast(x)
         entropy = plogp_entropy(p, dim=dim)
     return entropy / scale
