@@ -10,12 +10,11 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 
 from lightning_info.attention import EntropyGuidedAttention
 from lightning_info.callbacks import EntropyGuidedAttentionCallback
-from tests.helpers.lightning import run_ddp, trainer_kwargs
+from tests.helpers.lightning import RecordingLogger, run_ddp, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyTransformer, classification_data, loader
 
 
@@ -25,28 +24,6 @@ def data(n: int = 32) -> torch.utils.data.DataLoader:
 
 def make_model() -> TinyTransformer:
     return TinyTransformer(in_dim=4, optimizer_factory=lambda p: torch.optim.Adam(p, lr=0.05))
-
-
-class RecordingLogger(Logger):
-    """In-memory logger: one dict per ``log_metrics`` call, with its step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[dict[str, float]] = []
-
-    @property
-    def name(self) -> str:
-        return "recording"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append({**metrics, "step": step})
-
-    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
-        pass
 
 
 def test_fit_swaps_before_optimizer_logs_and_trains(tmp_path: Path, wandb_offline) -> None:
@@ -119,7 +96,7 @@ def test_decoder_layer_self_and_cross_attention_are_swapped(tmp_path: Path) -> N
     Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, logger=logger, max_steps=2)).fit(model, data(16))
     assert isinstance(model.decoder.self_attn, EntropyGuidedAttention)
     assert isinstance(model.decoder.multihead_attn, EntropyGuidedAttention)
-    row = next(r for r in logger.rows if "attn_entropy/layer1/head1" in r)
+    row = next(m for _, m in logger.rows if "attn_entropy/layer1/head1" in m)
     assert 0 < row["attn_entropy/layer1/head1"] <= math.log(3) + 1e-6  # cross-attention over the 3 memory tokens
     assert model.decoder.multihead_attn.log_temperature.grad is not None
 
@@ -178,9 +155,9 @@ def test_bf16_mixed_with_gradient_accumulation_and_per_position_temperature(tmp_
     trainer = Trainer(callbacks=[callback], accumulate_grad_batches=2, **kwargs)
     trainer.fit(model, data())
     assert model.encoder.layers[0].self_attn.log_temperature.shape == (2, 6)
-    per_head = [r for r in logger.rows if "attn_entropy/layer0/head0" in r]
-    assert [r["step"] for r in per_head] == [0, 1]  # once per optimizer step, not per micro-batch
-    assert all(math.isfinite(v) for r in per_head for v in r.values())
+    per_head = [(step, m) for step, m in logger.rows if "attn_entropy/layer0/head0" in m]
+    assert [step for step, _ in per_head] == [0, 1]  # once per optimizer step, not per micro-batch
+    assert all(math.isfinite(v) for _, m in per_head for v in m.values())
     assert math.isfinite(float(trainer.callback_metrics["attn_entropy/reg"]))
 
 
@@ -215,7 +192,7 @@ def _epoch_means_match_the_logged_heads(callback: EntropyGuidedAttentionCallback
     for layer in range(2):
         for head in range(2):
             key = f"attn_entropy/layer{layer}/head{head}"
-            logged = [r[key] for r in logger.rows if key in r and r["step"] in steps]
+            logged = [m[key] for step, m in logger.rows if key in m and step in steps]
             assert len(logged) == len(steps)
             mean = float(callback._epoch_sum[layer, head] / callback._epoch_count[layer, head])
             assert mean == pytest.approx(sum(logged) / len(logged), rel=1e-6)

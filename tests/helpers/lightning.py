@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lightning.pytorch.loggers import Logger
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,6 +30,45 @@ def load_script(relative_path: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class RecordingLogger(Logger):
+    """In-memory logger on every rank (Lightning's own loggers write on rank 0 only).
+
+    ``rows`` holds one ``(step, metrics)`` per ``log_metrics`` call, values as floats.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int | None, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append((step, {k: float(v) for k, v in metrics.items()}))
+
+    def values(self, key: str) -> list[float]:
+        """Every logged value of ``key``, in logging order."""
+        return [m[key] for _, m in self.rows if key in m]
+
+    def series(self) -> dict[str, dict[int, float]]:
+        """``{key: {step: value}}``; a key logged twice at one step must have logged the same value."""
+        out: dict[str, dict[int, float]] = {}
+        for step, metrics in self.rows:
+            assert step is not None
+            for key, value in metrics.items():
+                previous = out.setdefault(key, {}).setdefault(step, value)
+                assert previous == value or previous != previous, f"{key} logged twice at step {step}"
+        return out
 
 
 def trainer_kwargs(tmp_path: Path, **overrides: Any) -> dict[str, Any]:

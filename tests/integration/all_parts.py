@@ -23,14 +23,13 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from lightning_info.callbacks import EntropyGuidedAttentionCallback, FisherMask, InformationMonitor, SharpnessMonitor
 from lightning_info.distill import MCMICallback
 from lightning_info.optim import SAM
-from tests.helpers.lightning import trainer_kwargs
+from tests.helpers.lightning import RecordingLogger, trainer_kwargs
 from tests.helpers.models import TinyTransformer, classification_data, loader
 
 NUM_CLASSES = 3
@@ -79,38 +78,6 @@ def make_callbacks(*, centroids: str = "ema", fisher_samples: int = 32) -> list[
         MCMICallback(num_classes=NUM_CLASSES, lam=0.2, centroids=centroids, momentum=0.5),
         SharpnessMonitor(),
     ]
-
-
-class RecordingLogger(Logger):
-    """Keeps every ``log_metrics`` call in memory, on every rank (Lightning's own loggers write on rank 0 only)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int | None, dict[str, float]]] = []
-
-    @property
-    def name(self) -> str:
-        return "recording"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append((step, {k: float(v) for k, v in metrics.items()}))
-
-    def series(self) -> dict[str, dict[int, float]]:
-        """``{key: {step: value}}``; a key logged twice at one step must have logged the same value."""
-        out: dict[str, dict[int, float]] = {}
-        for step, metrics in self.rows:
-            assert step is not None
-            for key, value in metrics.items():
-                previous = out.setdefault(key, {}).setdefault(step, value)
-                assert previous == value or previous != previous, f"{key} logged twice at step {step}"
-        return out
 
 
 def params_of(module: torch.nn.Module) -> dict[str, Tensor]:

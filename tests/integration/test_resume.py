@@ -13,10 +13,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_info.callbacks import SharpnessMonitor
+from tests.helpers.lightning import RecordingLogger
 from tests.integration.all_parts import (
     BATCHES_PER_EPOCH,
     EpochEndStates,
-    RecordingLogger,
     Snapshots,
     fit,
     make_model,

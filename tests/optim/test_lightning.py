@@ -11,42 +11,16 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_info.callbacks import SharpnessMonitor
 from lightning_info.optim import GAM, SAM, SharpnessAwarePrecision, in_auxiliary_pass
-from tests.helpers.lightning import trainer_kwargs
+from tests.helpers.lightning import RecordingLogger, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyCNN, classification_data, loader
 from tests.optim.reference import SGDReference, loss_and_grad, params_of, sam_trajectory
 
 ce = nn.functional.cross_entropy
-
-
-class RecordingLogger(Logger):
-    """Keeps every ``log_metrics`` call: ``rows`` is a list of ``(step, metrics)``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, dict[str, float]]] = []
-
-    @property
-    def name(self) -> str:
-        return "recording"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append((int(step or 0), dict(metrics)))
-
-    def series(self, key: str) -> list[float]:
-        return [m[key] for _, m in self.rows if key in m]
 
 
 class Classifier(MLPClassifier):
@@ -104,7 +78,7 @@ def test_fit_equals_the_float64_reference_and_logs_the_clean_loss_once(tmp_path,
     )  # fmt: skip
     _assert_params(model, expected[-1], atol=1e-10)
     assert model.training_steps == 6 and model.clean_training_steps == 3  # two passes per step, one of them clean
-    assert logger.series("train_loss") == pytest.approx(clean_losses, abs=1e-10)  # clean, once per step
+    assert logger.values("train_loss") == pytest.approx(clean_losses, abs=1e-10)  # clean, once per step
     mean = float(trainer.callback_metrics["train_loss_mean"])
     assert mean == pytest.approx(sum(clean_losses) / 3, abs=1e-10)  # the epoch mean saw only the clean passes
 
@@ -142,7 +116,7 @@ def test_hooks_run_once_per_pass_and_their_logs_are_the_clean_pass(tmp_path, fac
     _fit(Classifier(optimizer_factory=factory), tmp_path, max_steps=3, callbacks=[hooks], logger=logger,
          log_every_n_steps=1)  # fmt: skip
     assert hooks.counts == dict.fromkeys(hooks.counts, 3 * passes)
-    assert logger.series("hook_grad_norm") == pytest.approx(hooks.clean_grad_norms, rel=1e-5)
+    assert logger.values("hook_grad_norm") == pytest.approx(hooks.clean_grad_norms, rel=1e-5)
 
 
 def _amp_reference(model, batches, dtype, scale: float | None):
@@ -231,7 +205,7 @@ def test_on_before_optimizer_step_runs_after_every_pass_on_unscaled_gradients(tm
     assert len(masker.seen_norms) == 6  # after both passes of the 3 steps
     rel = 1e-2 if scaler else 1e-5  # float16 autocast
     assert masker.seen_norms[::2] == pytest.approx(masker.full_norms, rel=rel)  # clean pass, unscaled
-    assert logger.series("sam/grad_norm") == pytest.approx(masker.masked_norms, rel=rel)  # the masked perturbation
+    assert logger.values("sam/grad_norm") == pytest.approx(masker.masked_norms, rel=rel)  # the masked perturbation
 
 
 class Exploding(Classifier):
@@ -411,7 +385,7 @@ def test_sharpness_monitor_logs_only_sharpness_aware_steps(tmp_path) -> None:
     _fit(model, tmp_path, max_steps=4, logger=logger, log_every_n_steps=1, callbacks=[SharpnessMonitor()])
     steps = [step for step, m in logger.rows if "sam/perturbation_norm" in m]
     assert steps == [0, 2]
-    assert logger.series("sam/perturbation_norm") == pytest.approx([0.05, 0.05])
+    assert logger.values("sam/perturbation_norm") == pytest.approx([0.05, 0.05])
     assert all("sam/sharpness" in m and "sam/grad_norm" in m for _, m in logger.rows if "sam/perturbation_norm" in m)
     with pytest.raises(TypeError, match="prefix"):
         SharpnessMonitor(prefix="")
