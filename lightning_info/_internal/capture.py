@@ -86,6 +86,9 @@ class ActivationCapture:
         extract: instead of ``capture``, a function ``(module, args, kwargs, output) -> value`` choosing what to keep
             (any object; ``max_samples`` and ``detach`` apply only when it returns a tensor).
         detach: keep detached tensors (monitoring). ``False`` keeps the graph so a loss term can backpropagate.
+        every_pass: capture in every closure evaluation of a sharpness-aware optimizer step, its extra (perturbed)
+            passes included (what a loss term needs); ``False`` captures the clean pass only (what a monitor
+            needs). Default: ``not detach``.
         max_samples: keep at most this many rows (dim 0) of each tensor; ``None`` keeps all.
         accumulate: concatenate along dim 0 over successive forward passes (up to ``max_samples``) instead of
             keeping only the last one; call :meth:`clear` to start again.
@@ -94,10 +97,10 @@ class ActivationCapture:
         ValueError: a layer name matches nothing (the message lists close matches), or ``max_samples < 1``.
 
     The hooks are only active between :meth:`attach` and :meth:`remove` (or inside ``with``); ``enabled = False``
-    skips capturing while staying attached. Detached captures skip the extra (perturbed) passes of a
-    sharpness-aware optimizer step (:func:`~lightning_info.optim.in_auxiliary_pass`), so a monitor sees each step's
-    clean forward once; captures with ``detach=False`` (loss terms) follow every pass, since the term's gradient at
-    the perturbed weights is part of the step.
+    skips capturing while staying attached. With ``every_pass=False`` (the default for detached captures) the extra
+    passes of a sharpness-aware optimizer step (:func:`~lightning_info.optim.in_auxiliary_pass`) are skipped, so a
+    monitor sees each step's clean forward once; loss terms follow every pass, since the term's gradient at the
+    perturbed weights is part of the step.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class ActivationCapture:
         capture: Literal["output", "input"] = "output",
         extract: Extractor | None = None,
         detach: bool = True,
+        every_pass: bool | None = None,
         max_samples: int | None = None,
         accumulate: bool = False,
     ) -> None:
@@ -118,6 +122,7 @@ class ActivationCapture:
         self.names = resolve_module_names(model, layers)
         self.extract: Extractor = extract or (_extract_output if capture == "output" else _extract_input)
         self.detach = detach
+        self.every_pass = not detach if every_pass is None else every_pass
         self.max_samples = max_samples
         self.accumulate = accumulate
         self.enabled = True
@@ -159,7 +164,7 @@ class ActivationCapture:
 
     def _make_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if not self.enabled or (self.detach and in_auxiliary_pass()):
+            if not self.enabled or (not self.every_pass and in_auxiliary_pass()):
                 return  # monitoring sees each step once: not the extra passes of a sharpness-aware optimizer
             value = self.extract(module, args, kwargs, output)
             if isinstance(value, Tensor):

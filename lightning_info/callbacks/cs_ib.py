@@ -136,9 +136,8 @@ class CSIBCallback(LossTermCallback):
             return
         self._remove_captures()
         self._captures = {
-            # kept (undetached) in every pass: the term needs x in SAM/GAM's extra passes too, where detached
-            # captures are skipped; it is detached in compute_loss_term
-            "x": ActivationCapture(pl_module, [self.input_layer], capture="input", detach=False).attach(),
+            # the term needs x in SAM/GAM's extra passes too
+            "x": ActivationCapture(pl_module, [self.input_layer], capture="input", every_pass=True).attach(),
             "t": ActivationCapture(pl_module, [self.layer], detach=False).attach(),
         }
         if self.log_prediction:
@@ -164,7 +163,7 @@ class CSIBCallback(LossTermCallback):
     def compute_loss_term(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> Tensor | None:
-        x = as_samples("captured input", self._take("x", self.input_layer)).detach()
+        x = as_samples("captured input", self._take("x", self.input_layer))
         t = as_samples(f"output of {self.layer!r}", self._take("t", self.layer))
         if x.shape[0] != t.shape[0]:
             raise ValueError(

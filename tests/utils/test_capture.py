@@ -125,3 +125,16 @@ def test_detached_capture_skips_sharpness_aware_extra_passes() -> None:
     torch.testing.assert_close(monitor.captured["0"], clean_output)
     assert term.captured["0"].shape == (10, 3)  # clean + perturbed pass
     assert not torch.allclose(term.captured["0"][5:], clean_output)
+
+
+def test_every_pass_overrides_the_detach_default() -> None:
+    """A detached capture can follow every pass (an input a loss term needs), an attached one the clean pass only."""
+    from lightning_info._internal.passes import pass_kind
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    follow = ActivationCapture(model, ["0"], every_pass=True).attach()
+    clean_only = ActivationCapture(model, ["0"], detach=False, every_pass=False).attach()
+    with pass_kind(auxiliary=True):
+        model(torch.randn(2, 4))
+    assert "0" in follow.captured and not follow.captured["0"].requires_grad
+    assert clean_only.captured == {}
