@@ -14,8 +14,8 @@ from torch import nn
 from lightning_info.attention import EntropyGuidedAttention
 from lightning_info.callbacks import AttentionEntropyMonitor
 from lightning_info.callbacks.attention_entropy_monitor import attention_entropy_of_call, measure_attention_entropy
-from tests.attention.test_callbacks import RecordingLogger, data, make_model
-from tests.helpers.lightning import trainer_kwargs
+from tests.attention.test_callbacks import data, make_model
+from tests.helpers.lightning import RecordingLogger, trainer_kwargs
 
 
 def entropy_from_maps(weights: torch.Tensor) -> torch.Tensor:
@@ -91,8 +91,8 @@ def test_fit_logs_on_schedule_and_hooks_only_while_logging(tmp_path: Path) -> No
                                                                        log_every_n_steps=1))  # fmt: skip
     trainer.fit(model, data())
     assert type(model.encoder.layers[0].self_attn) is nn.MultiheadAttention
-    logged = [r for r in logger.rows if "attn_entropy/layer1/head1" in r]
-    assert [r["step"] for r in logged] == [0, 2]
+    logged = [m for _, m in logger.rows if "attn_entropy/layer1/head1" in m]
+    assert [step for step, m in logger.rows if "attn_entropy/layer1/head1" in m] == [0, 2]
     assert hooked_steps == [1, 3]  # HookSpy runs first: the hooks of steps 0 and 2, seen after their optimizer step
     assert not model.encoder.layers[0].self_attn._forward_hooks
     for row in logged:
