@@ -1,13 +1,17 @@
 """Time per training step of SAM, every-k SAM and GAM relative to their base optimizer (same model, same data).
 
-Run: ``python benchmarks/sam.py`` (``--quick`` for a smoke run). A small CNN (conv-BN-ReLU x2, dropout, linear) on
-random 32x32 images, SGD with momentum as the base optimizer, the plain PyTorch closure loop (no Lightning, so the
-optimizers' own overhead is not hidden by the trainer's). In every round each configuration is timed right after a
-base step, and the ratio is the median over rounds of these paired ratios (robust to load drifting during the run);
-an every-k measurement is k consecutive steps (one full cycle). Wall-clock timings are noisy on a shared
-machine (the header prints the load average); the process CPU-time ratio beside them is steadier there, especially
-with ``--threads 1``; the goal lines use wall time. Goals: SAM <= 2.05x, every-k SAM <= (1 + 1/k) * 1.05,
-GAM <= 4 * 1.05 (its passes).
+Run: ``python benchmarks/sam.py`` (``--quick`` for a smoke run, ``--rounds``, ``--threads``). A small CNN
+(conv-BN-ReLU x2, dropout, linear) on random 32x32 images, SGD with momentum as the base optimizer, the plain
+PyTorch closure loop (no Lightning, so the optimizers' own overhead is not hidden by the trainer's).
+
+Method: each round times every configuration between two base steps (base, sam, base, every-2, base, ...), and its
+ratio is its step time over the mean of the two base steps around it, so load that drifts during a round cancels to
+first order; an every-k measurement is k consecutive steps (one full cycle). The table gives the median over rounds
+and the interquartile range of the per-round ratios (the run-to-run noise of one round on this machine). Two floor
+rows time the closure alone 2 and 4 times plus one base step: what SAM's and GAM's passes cost with no
+sharpness-aware code at all; "overhead over the passes" is the optimizer's own cost. Wall-clock timings on a shared
+machine are noisy (the header prints the load average); the CPU-time ratio beside them is steadier there. The goal
+lines use wall time. Goals: SAM <= 2.05x, every-k SAM <= (1 + 1/k) * 1.05, GAM <= 4 * 1.05 (its passes).
 """
 
 from __future__ import annotations
@@ -48,15 +52,16 @@ def _stepper(name: str, width: int, batch: int, size: int) -> tuple[Callable[[],
     kwargs = {"lr": 0.01, "momentum": 0.9}
     steps = 1
     optimizer: torch.optim.Optimizer
-    if name == "base":
-        optimizer = torch.optim.SGD(model.parameters(), **kwargs)
-    elif name == "sam":
+    if name == "sam":
         optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, **kwargs)
     elif name.startswith("every-"):
         steps = int(name.split("-")[1])
         optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, interval=steps, **kwargs)
-    else:
+    elif name == "gam":
         optimizer = GAM(model.parameters(), torch.optim.SGD, **kwargs)
+    else:  # "base" and the floors: the base optimizer
+        optimizer = torch.optim.SGD(model.parameters(), **kwargs)
+    passes = int(name.split()[0]) if name.endswith("passes") else 0
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -68,13 +73,22 @@ def _stepper(name: str, width: int, batch: int, size: int) -> tuple[Callable[[],
         for _ in range(steps):
             optimizer.step(closure)
 
-    return run, steps
+    def floor() -> None:  # the closure `passes` times, then one base step: the passes with no optimizer code
+        for _ in range(passes):
+            closure()
+        optimizer.step()
+
+    return (floor if passes else run), steps
+
+
+GOALS = {"sam": 2.05, "every-2": 1.5 * 1.05, "every-5": 1.2 * 1.05, "every-10": 1.1 * 1.05, "gam": 4 * 1.05}
+FLOORS = {"sam": "2 passes", "gam": "4 passes"}  # the floor row of each multi-pass optimizer
 
 
 def main(
-    quick: bool = False, width: int = 16, batch: int = 64, size: int = 32, rounds: int = 15
+    quick: bool = False, width: int = 16, batch: int = 64, size: int = 32, rounds: int = 40
 ) -> dict[str, tuple[float, float]]:
-    """Print the table and the goal lines; return ``{config: (ratio to base, goal)}``."""
+    """Print the table and the goal lines; return ``{config: (ratio to base, goal)}`` (floors: goal ``nan``)."""
     if quick:  # tiny tensors: one intra-op thread avoids thread-pool wake-ups dominating on a busy machine
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -82,12 +96,11 @@ def main(
             return main(width=4, batch=8, size=8, rounds=1)
         finally:
             torch.set_num_threads(threads)
-    configs = {"base": 1.0, "sam": 2.05, "every-2": 1.5 * 1.05, "every-5": 1.2 * 1.05, "every-10": 1.1 * 1.05}
-    configs["gam"] = 4 * 1.05
-    steppers = {name: _stepper(name, width, batch, size) for name in configs}
-    best = dict.fromkeys(configs, float("inf"))  # wall time per step, best round
-    ratios: dict[str, list[float]] = {name: [] for name in configs}  # paired with the base step timed just before
-    cpu_ratios: dict[str, list[float]] = {name: [] for name in configs}
+    names = ["sam", "every-2", "every-5", "every-10", "gam", *FLOORS.values()]
+    steppers = {name: _stepper(name, width, batch, size) for name in ["base", *names]}
+    best = dict.fromkeys(steppers, float("inf"))  # wall time per step, best round
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    cpu_ratios: dict[str, list[float]] = {name: [] for name in names}
 
     def timed(name: str) -> tuple[float, float]:
         run, steps = steppers[name]
@@ -100,24 +113,33 @@ def main(
     for run, _ in steppers.values():
         run()  # warm-up
     for _ in range(rounds):
-        for name in configs:
-            base_wall, base_cpu = timed("base")
+        before = timed("base")
+        for name in names:  # base, config, base, config, ..., base: every config between two base steps
             wall, cpu = timed(name)
-            ratios[name].append(wall / base_wall)
-            cpu_ratios[name].append(cpu / max(base_cpu, 1e-9))
+            after = timed("base")
+            ratios[name].append(wall / ((before[0] + after[0]) / 2))
+            cpu_ratios[name].append(cpu / max((before[1] + after[1]) / 2, 1e-9))
+            before = after
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"# SAM family cost per training step (CPU, {torch.get_num_threads()} threads, load average {load})")
     print(f"# CNN width {width}, batch {batch} of {size}x{size} images, SGD(momentum) base, {rounds} rounds;")
-    print("# ratio = median over rounds of (step time / base step timed just before it); ms / step = best round")
-    print("| optimizer | ms / step | ratio to base | CPU-time ratio | goal |")
-    print("|---|---|---|---|---|")
+    print("# ratio = median over rounds of (step time / mean of the base steps around it); ms / step = best round")
+    print("| optimizer | ms / step | ratio to base | IQR of the rounds | CPU-time ratio | goal |")
+    print("|---|---|---|---|---|---|")
+    print(f"| base | {best['base'] * 1e3:.2f} | 1 | - | 1 | - |")
     results = {}
-    for name, goal in configs.items():
+    for name in names:
         ratio, cpu_ratio = statistics.median(ratios[name]), statistics.median(cpu_ratios[name])
+        goal = GOALS.get(name, float("nan"))
         results[name] = (ratio, goal)
-        target = "-" if name == "base" else f"<= {goal:.3f}"
-        print(f"| {name} | {best[name] * 1e3:.2f} | {ratio:.3f}x | {cpu_ratio:.3f}x | {target} |")
+        low, _, high = statistics.quantiles(ratios[name], n=4) if rounds > 1 else (ratio, ratio, ratio)
+        target = f"<= {goal:.3f}" if name in GOALS else "(floor: no optimizer code)"
+        row = f"| {name} | {best[name] * 1e3:.2f} | {ratio:.3f}x | {low:.3f} - {high:.3f} | {cpu_ratio:.3f}x |"
+        print(f"{row} {target} |")
     print()
+    for name, floor in FLOORS.items():
+        overhead = results[name][0] / results[floor][0] - 1
+        print(f"{name.upper()} overhead over its {floor} alone: {overhead:+.1%}")
     labels = {"sam": "SAM", "every-2": "every-2 SAM", "every-5": "every-5 SAM", "every-10": "every-10 SAM"}
     labels["gam"] = "GAM (4 passes)"
     for name, label in labels.items():
@@ -129,7 +151,7 @@ def main(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 round (smoke run)")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads is not None:

@@ -41,6 +41,7 @@ Closure = Callable[[], Any]
 
 _LIGHTNING_MODULES = ("lightning.pytorch", "pytorch_lightning")
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+_BATCHNORM_FORWARD = _BatchNorm.forward
 
 
 def _lightning_module_classes() -> list[type]:
@@ -91,20 +92,36 @@ def _subclasses_defining(base: type, name: str) -> list[type]:
     return found
 
 
+def _batch_statistics_only(self: _BatchNorm, input: Tensor) -> Tensor:
+    """``_BatchNorm.forward`` in training mode without touching the running statistics.
+
+    In training mode the output uses the batch's statistics only; the running ones are merely updated. Passing
+    ``None`` for them gives the same output and gradient and updates nothing: no copy, no restore.
+    """
+    self._check_input_dim(input)
+    return torch.nn.functional.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
 @contextmanager
 def _frozen_batchnorm() -> Iterator[None]:
-    """BatchNorm forwards update copies of the running statistics; the original buffers are put back afterwards.
+    """BatchNorm forwards leave the running statistics as they are.
 
-    Restoring values in place instead would bump the version of tensors autograd saved for backward (batch norm saves
-    its running statistics). Implemented as scoped ``forward`` swaps on the BatchNorm classes (``_BatchNorm`` and
-    subclasses with their own ``forward``, e.g. ``SyncBatchNorm``): no other module pays anything.
+    Plain ``_BatchNorm.forward`` (``BatchNorm1d/2d/3d``) computes the batch statistics without the running ones.
+    Subclasses with their own ``forward`` (e.g. ``SyncBatchNorm``) update copies of the running statistics and the
+    original buffers are put back afterwards (restoring values in place instead would bump the version of tensors
+    autograd saved for backward). Implemented as scoped ``forward`` swaps on the BatchNorm classes: no other module
+    pays anything.
     """
 
     def frozen(original: Callable[..., Any]) -> Callable[..., Any]:
+        plain = original is _BATCHNORM_FORWARD
+
         def forward(self: _BatchNorm, *args: Any, **kwargs: Any) -> Any:
             saved = [self._buffers.get(name) for name in _BN_BUFFERS]
             if not (self.training and self.track_running_stats and all(isinstance(b, Tensor) for b in saved)):
                 return original(self, *args, **kwargs)
+            if plain and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
+                return _batch_statistics_only(self, args[0])
             for name, buffer in zip(_BN_BUFFERS, saved, strict=True):
                 self._buffers[name] = buffer.clone()  # type: ignore[union-attr]
             try:
@@ -188,14 +205,14 @@ class ClosurePasses:
 
     def _run(self, local: bool, auxiliary: bool) -> Any:
         with ExitStack() as stack:
-            if local:
-                stack.enter_context(_local_ddp(self.ddp_seen))
+            if local and torch.distributed.is_available() and torch.distributed.is_initialized():
+                stack.enter_context(_local_ddp(self.ddp_seen))  # DDP needs a process group: else nothing to skip
             if auxiliary:
                 stack.enter_context(_frozen_batchnorm())
                 stack.enter_context(_patched(_lightning_module_classes(), "log", _silenced_log))
-            stack.enter_context(torch.enable_grad())
             stack.enter_context(pass_kind(auxiliary))
-            loss = self._closure()
+            with torch.enable_grad():
+                loss = self._closure()
         if self._after_pass is not None:
             self._after_pass()
         return loss

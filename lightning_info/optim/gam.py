@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_choice, check_range
 from lightning_info.optim._passes import ClosurePasses
-from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, check_finite_norm, detached, global_norm
+from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, detached, finite_norm_value, global_norm
 
 
 def _gradients(params: list[Tensor]) -> list[Tensor]:
@@ -19,10 +19,6 @@ def _gradients(params: list[Tensor]) -> list[Tensor]:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     return [p.grad for p in params]  # type: ignore[misc]
-
-
-def _copy(tensors: list[Tensor]) -> list[Tensor]:
-    return list(torch._foreach_mul(tensors, 1.0))
 
 
 def _all_reduce_mean(tensors: list[Tensor], group: Any) -> None:
@@ -64,8 +60,9 @@ def _hessian_vector(params: list[Tensor], vector: list[Tensor]) -> list[Tensor]:
 
 class _Directions(NamedTuple):
     h_loss: list[Tensor]
-    h_norm: list[Tensor]  # H(theta_adv) u_adv (scaled by alpha * rho afterwards)
-    ascent: list[Tensor]  # theta_adv - theta
+    h_norm: list[Tensor]  # H(theta_adv) u_adv / h_norm_scale (scaled by alpha * rho * h_norm_scale afterwards)
+    h_norm_scale: float
+    radius: Tensor  # ||theta_adv - theta||
     grad_norm: Tensor
     adv_grad_norm: Tensor
     perturbed_loss: Any
@@ -182,47 +179,48 @@ class GAM(SharpnessAwareOptimizer):
         params = [p for _, ps, _ in groups for p in ps]
         sizes = [len(ps) for _, ps, _ in groups]
         local = not self.sync_perturbation
-        theta = _copy(params)
+        theta = self._snapshot("theta", params)
         try:
             run = self._exact if self.hvp == "exact" else self._finite_difference
             d = run(passes, params, hyper, sizes, theta, local)
         finally:
             torch._foreach_copy_(params, theta)
         for group, h_g in zip(hyper, _split(d.h_norm, sizes), strict=True):
-            torch._foreach_mul_(h_g, group["alpha"] * group["rho"])
+            torch._foreach_mul_(h_g, group["alpha"] * group["rho"] * d.h_norm_scale)
         torch._foreach_add_(d.h_norm, d.h_loss)
         if local and passes.ddp_seen:
             _all_reduce_mean(d.h_norm, passes.ddp_seen[0].process_group)
         torch._foreach_copy_(_gradients(params), d.h_norm)
-        radius = global_norm([d.ascent])
         self.statistics.update(
-            grad_norm=d.grad_norm, perturbation_norm=radius, first_order_flatness=radius * d.adv_grad_norm
+            grad_norm=d.grad_norm, perturbation_norm=d.radius, first_order_flatness=d.radius * d.adv_grad_norm
         )
         clean, worst = detached(loss), detached(d.perturbed_loss)
         if self.sam_rho is not None and clean is not None and worst is not None:
             self.statistics["sharpness"] = worst - clean
 
-    def _unit_step(self, params: list[Tensor], direction: list[Tensor], radius: float, norm: Tensor) -> None:
-        """``params += radius * direction / (||direction|| + xi)``."""
-        torch._foreach_add_(params, torch._foreach_mul(direction, radius / (norm + self.xi)))
+    def _unit_step(self, params: list[Tensor], direction: list[Tensor], radius: float, norm: float) -> None:
+        """``params += radius * direction / (||direction|| + xi)`` (nothing for a zero direction with ``xi = 0``)."""
+        denominator = norm + self.xi
+        if denominator > 0:
+            torch._foreach_add_(params, direction, alpha=radius / denominator)
 
     def _ascend(
-        self, params: list[Tensor], f: list[Tensor], hyper: list[dict[str, Any]], sizes: list[int]
-    ) -> list[Tensor]:
-        """Move to ``theta_adv = theta + rho f / (||f|| + xi)`` (each group's rho); return the displacement."""
+        self, params: list[Tensor], f: list[Tensor], hyper: list[dict[str, Any]], sizes: list[int], scale: float
+    ) -> Tensor:
+        """Go to ``theta_adv = theta + rho F / (||F|| + xi)``, ``F = scale * f``; return ``||theta_adv - theta||``."""
         norm = global_norm([f])
-        check_finite_norm("the Hessian-gradient product norm ||f||", norm, type(self).__name__)
-        ascent: list[Tensor] = []
-        for group, p_g, f_g in zip(hyper, _split(params, sizes), _split(f, sizes), strict=True):
-            step = torch._foreach_mul(f_g, group["rho"] / (norm + self.xi))
-            torch._foreach_add_(p_g, step)
-            ascent.extend(step)
-        return ascent
+        value = scale * finite_norm_value("the Hessian-gradient product norm ||f||", norm, type(self).__name__)
+        denominator = value + self.xi
+        factors = [group["rho"] * scale / denominator if denominator > 0 else 0.0 for group in hyper]
+        for p_g, f_g, factor in zip(_split(params, sizes), _split(f, sizes), factors, strict=True):
+            torch._foreach_add_(p_g, f_g, alpha=factor)
+        if len(hyper) == 1:
+            return norm * factors[0]
+        return global_norm([[global_norm([f_g]) * c for f_g, c in zip(_split(f, sizes), factors, strict=True)]])
 
-    def _norm(self, tensors: list[Tensor], what: str) -> Tensor:
+    def _norm(self, tensors: list[Tensor], what: str) -> tuple[Tensor, float]:
         norm = global_norm([tensors])
-        check_finite_norm(what, norm, type(self).__name__)
-        return norm
+        return norm, finite_norm_value(what, norm, type(self).__name__)
 
     def _finite_difference(
         self,
@@ -233,25 +231,23 @@ class GAM(SharpnessAwareOptimizer):
         theta: list[Tensor],
         local: bool,
     ) -> _Directions:
-        g0 = _copy(_gradients(params))
-        n0 = self._norm(g0, "the gradient norm ||g||")
+        g0 = self._snapshot("g0", _gradients(params))
+        n0, n0_value = self._norm(g0, "the gradient norm ||g||")
         r1 = self.sam_rho if self.sam_rho is not None else self.fd_step
-        self._unit_step(params, g0, r1, n0)  # theta + r1 u
+        self._unit_step(params, g0, r1, n0_value)  # theta + r1 u
         perturbed = passes.auxiliary(local)
-        g1 = _copy(_gradients(params))
-        torch._foreach_copy_(params, theta)
+        g1 = self._snapshot("g1", _gradients(params)) if self.sam_rho is not None else _gradients(params)
         f = list(torch._foreach_sub(g1, g0))  # r1 * H(theta) u
-        torch._foreach_mul_(f, 1.0 / r1)
-        ascent = self._ascend(params, f, hyper, sizes)  # theta_adv
+        torch._foreach_copy_(params, theta)
+        radius = self._ascend(params, f, hyper, sizes, 1.0 / r1)  # theta_adv
         passes.auxiliary(local)
-        g2 = _copy(_gradients(params))
-        n2 = self._norm(g2, "the gradient norm at theta_adv")
-        self._unit_step(params, g2, self.fd_step, n2)  # theta_adv + r u_adv
+        g2 = self._snapshot("g2", _gradients(params))
+        n2, n2_value = self._norm(g2, "the gradient norm at theta_adv")
+        self._unit_step(params, g2, self.fd_step, n2_value)  # theta_adv + r u_adv
         passes.auxiliary(local)
         h_norm = list(torch._foreach_sub(_gradients(params), g2))  # r * H(theta_adv) u_adv
-        torch._foreach_mul_(h_norm, 1.0 / self.fd_step)
         h_loss = g1 if self.sam_rho is not None else g0
-        return _Directions(h_loss, h_norm, ascent, n0, n2, perturbed)
+        return _Directions(h_loss, h_norm, 1.0 / self.fd_step, radius, n0, n2, perturbed)
 
     def _exact(
         self,
@@ -263,17 +259,17 @@ class GAM(SharpnessAwareOptimizer):
         local: bool,
     ) -> _Directions:
         g0 = [g.detach().clone() for g in _gradients(params)]
-        n0 = self._norm(g0, "the gradient norm ||g||")
-        f = _hessian_vector(params, list(torch._foreach_div(g0, n0 + self.xi)))
+        n0, n0_value = self._norm(g0, "the gradient norm ||g||")
+        f = _hessian_vector(params, list(torch._foreach_div(g0, n0_value + self.xi)))
         h_loss, perturbed = g0, None
         if self.sam_rho is not None:
-            self._unit_step(params, g0, self.sam_rho, n0)
+            self._unit_step(params, g0, self.sam_rho, n0_value)
             perturbed = passes.auxiliary(local)
             h_loss = [g.detach().clone() for g in _gradients(params)]
             torch._foreach_copy_(params, theta)
-        ascent = self._ascend(params, f, hyper, sizes)
+        radius = self._ascend(params, f, hyper, sizes, 1.0)
         passes.auxiliary(local)
         g2 = [g.detach() for g in _gradients(params)]
-        n2 = self._norm(g2, "the gradient norm at theta_adv")
-        h_norm = _hessian_vector(params, list(torch._foreach_div(g2, n2 + self.xi)))
-        return _Directions(h_loss, h_norm, ascent, n0, n2, perturbed)
+        n2, n2_value = self._norm(g2, "the gradient norm at theta_adv")
+        h_norm = _hessian_vector(params, list(torch._foreach_div(g2, n2_value + self.xi)))
+        return _Directions(h_loss, h_norm, 1.0, radius, n0, n2, perturbed)

@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_range
 from lightning_info.optim._passes import ClosurePasses
-from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, check_finite_norm, detached, global_norm
+from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, detached, finite_norm_value, global_norm
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -124,36 +124,32 @@ class SAM(SharpnessAwareOptimizer):
 
     def _perturb(self, groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]) -> None:
         scaled: list[list[Tensor]] = []  # T g per group (T = 1 for plain SAM)
-        factors: list[list[Tensor] | None] = []
+        directions: list[list[Tensor]] = []  # T^2 g per group: the direction of the perturbation
         for group, params, grads in groups:
             if group["adaptive"]:
                 t = list(torch._foreach_abs(params))
                 torch._foreach_add_(t, group["eta"])
-                scaled.append(list(torch._foreach_mul(grads, t)))
-                factors.append(t)
+                tg = list(torch._foreach_mul(grads, t))
+                scaled.append(tg)
+                directions.append(list(torch._foreach_mul(tg, t)))
             else:
                 scaled.append(grads)
-                factors.append(None)
+                directions.append(grads)
         norm = global_norm(scaled)
-        check_finite_norm("the gradient norm ||T g||", norm, type(self).__name__)
-        inverse = 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny)
-        saved, perturbations = [], []  # (params, their values) per group; the perturbation per group
-        for (group, params, _), tg, factor in zip(groups, scaled, factors, strict=True):
-            if factor is None:
-                e = list(torch._foreach_mul(tg, inverse * group["rho"]))
-            else:
-                e = list(torch._foreach_mul(tg, factor))
-                torch._foreach_mul_(e, inverse * group["rho"])
-            saved.append((params, torch._foreach_mul(params, 1.0)))
-            torch._foreach_add_(params, e)
-            perturbations.append(e)
-        self._run["saved"] = saved
-        if len(groups) == 1 and factors[0] is None:  # ||e|| = rho ||g|| / ||g||: no extra reduction
-            self.statistics["grad_norm"] = norm
-            self.statistics["perturbation_norm"] = norm * inverse * groups[0][0]["rho"]
+        value = finite_norm_value("the gradient norm ||T g||", norm, type(self).__name__)  # the step's one sync
+        scales = [group["rho"] / value if value > 0 else 0.0 for group, _, _ in groups]  # zero gradient: e = 0
+        every = [p for _, params, _ in groups for p in params]
+        self._run["saved"] = (every, self._snapshot("weights", every))
+        for (_, params, _), direction, scale in zip(groups, directions, scales, strict=True):
+            if scale:
+                torch._foreach_add_(params, direction, alpha=scale)  # w + e in one kernel per tensor
+        plain = not any(group["adaptive"] for group, _, _ in groups)
+        self.statistics["grad_norm"] = norm if plain else global_norm([grads for _, _, grads in groups])
+        if plain and len(groups) == 1:  # ||e|| = rho ||g|| / ||g||: no extra reduction
+            self.statistics["perturbation_norm"] = norm.new_tensor(groups[0][0]["rho"] if value > 0 else 0.0)
         else:
-            self.statistics["grad_norm"] = global_norm([grads for _, _, grads in groups])
-            self.statistics["perturbation_norm"] = global_norm(perturbations)
+            per_group = [global_norm([d]) * s for d, s in zip(directions, scales, strict=True)]
+            self.statistics["perturbation_norm"] = global_norm([per_group])
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
@@ -164,8 +160,9 @@ class SAM(SharpnessAwareOptimizer):
             self.zero_grad()
 
     def _restore(self) -> None:
-        for params, values in self._run.pop("saved", []):
-            torch._foreach_copy_(params, values)
+        saved = self._run.pop("saved", None)
+        if saved is not None:
+            torch._foreach_copy_(*saved)
 
     def _update(self, passes: ClosurePasses, loss: Any) -> None:
         groups = self._with_grads()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,14 +37,16 @@ def global_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
     return torch.linalg.vector_norm(stacked)
 
 
-def check_finite_norm(name: str, norm: Tensor, optimizer: str) -> None:
-    """Raise :class:`NonFiniteGradientError` naming ``name`` if ``norm`` is NaN or Inf (one host sync)."""
-    if not bool(torch.isfinite(norm)):
+def finite_norm_value(name: str, norm: Tensor, optimizer: str) -> float:
+    """``norm`` as a Python float (one host sync); :class:`NonFiniteGradientError` naming ``name`` if NaN or Inf."""
+    value = float(norm)
+    if not math.isfinite(value):
         raise NonFiniteGradientError(
-            f"{optimizer}: {name} is {float(norm)} (non-finite); the weights were left unchanged. Check the loss for "
+            f"{optimizer}: {name} is {value} (non-finite); the weights were left unchanged. Check the loss for "
             "NaN/Inf, lower the learning rate, or train with precision='16-mixed' and SharpnessAwarePrecision, which "
             "skips such steps as GradScaler does."
         )
+    return value
 
 
 class SharpnessAwareOptimizer(Optimizer):
@@ -117,6 +120,7 @@ class SharpnessAwareOptimizer(Optimizer):
         self._run: dict[str, Any] = {"step": 0, "zero_grad_calls": 0}
         #: statistics of the last sharpness-aware step (detached tensors; empty after a plain step)
         self.statistics: dict[str, Tensor] = {}
+        self._snapshots: dict[str, list[Tensor]] = {}  # buffers of :meth:`_snapshot`, reused from step to step
 
     # ----------------------------------------------------------------------------------------------- subclass API
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -283,6 +287,24 @@ class SharpnessAwareOptimizer(Optimizer):
             if params:
                 out.append((group, params, [p.grad for p in params]))
         return out
+
+    def _snapshot(self, key: str, tensors: list[Tensor]) -> list[Tensor]:
+        """A copy of ``tensors`` in buffers kept from step to step (one ``_foreach_copy_``, no allocation).
+
+        The buffers are (re)allocated when the tensors' number, shapes, dtypes or devices change.
+        """
+        buffers = self._snapshots.get(key)
+        if (
+            buffers is None
+            or len(buffers) != len(tensors)
+            or any(
+                b.shape != t.shape or b.dtype != t.dtype or b.device != t.device
+                for b, t in zip(buffers, tensors, strict=True)
+            )
+        ):
+            buffers = self._snapshots[key] = [torch.empty_like(t, memory_format=torch.preserve_format) for t in tensors]
+        torch._foreach_copy_(buffers, tensors)
+        return buffers
 
     def _scale_grads(self, factor: float) -> None:
         grads = [g for _, _, gs in self._with_grads() for g in gs]

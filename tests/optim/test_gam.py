@@ -133,6 +133,29 @@ def test_first_order_flatness_statistic_is_rho_times_the_adversarial_gradient_no
     assert float(optimizer.statistics["first_order_flatness"]) == pytest.approx(float(0.1 * g_adv.norm()), rel=1e-4)
 
 
+@pytest.mark.parametrize("hvp", ["exact", "finite_difference"])
+def test_perturbation_norm_is_the_distance_to_theta_adv_with_a_rho_per_group(hvp: str) -> None:
+    model, batch = _model(), _batch()
+    groups = [{"params": list(model[0].parameters()), "rho": 0.2}, {"params": list(model[2].parameters())}]
+    optimizer = GAM(groups, torch.optim.SGD, rho=0.05, lr=0.1, hvp=hvp)
+    at_call: list[Tensor] = []
+
+    def closure():
+        at_call.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(batch[0]), batch[1])
+        loss.backward(create_graph=hvp == "exact")
+        return loss
+
+    optimizer.step(closure)
+    theta, theta_adv = at_call[0], at_call[1 if hvp == "exact" else 2]  # the pass at theta_adv
+    radius = float(optimizer.statistics["perturbation_norm"])
+    assert radius == pytest.approx(float((theta_adv - theta).norm()), rel=1e-9)
+    split = sum(p.numel() for p in model[0].parameters())
+    d = theta_adv - theta  # rho_g * f_g / ||f||: divided by each group's rho, one unit vector
+    assert float((d[:split] / 0.2).norm() ** 2 + (d[split:] / 0.05).norm() ** 2) == pytest.approx(1.0, rel=1e-9)
+
+
 def test_zero_gradient_is_a_zero_direction() -> None:
     model = _model()
     before = params_of(model)

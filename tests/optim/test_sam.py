@@ -111,6 +111,22 @@ def test_statistics_are_the_step_s_norms_and_sharpness() -> None:
     assert float(stats["sharpness"]) == pytest.approx(float(perturbed - clean), abs=1e-6)
 
 
+def test_statistics_with_groups_of_different_rho_and_asam_are_the_displacement_s_norms() -> None:
+    model, batch = _model(), _batches(1)[0]
+    first, second = list(model[0].parameters()), list(model[2].parameters())
+    groups = [{"params": first, "rho": 0.2, "adaptive": True}, {"params": second}]
+    optimizer = SAM(groups, torch.optim.SGD, rho=0.05, lr=0.1)
+    _closure(model, optimizer, batch)()
+    before = params_of(model)
+    _, grads = loss_and_grad(model, mse, before, batch)
+    optimizer.first_step()
+    displacement = torch.cat([(p.detach() - before[n]).reshape(-1) for n, p in model.named_parameters()])
+    stats = optimizer.statistics
+    assert float(stats["perturbation_norm"]) == pytest.approx(float(displacement.norm()), rel=1e-12)
+    assert float(stats["grad_norm"]) == pytest.approx(math.sqrt(sum(float((g**2).sum()) for g in grads.values())))
+    optimizer.second_step()
+
+
 def test_zero_gradient_gives_zero_perturbation_not_nan() -> None:
     model = _model()
     optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, adaptive=True, lr=0.1)
