@@ -5,7 +5,7 @@ from tests.helpers.lightning import load_script
 
 def test_mcmi_benchmark_runs_with_minimal_sizes() -> None:
     module = load_script("benchmarks/mcmi.py")
-    ratios = module.main(in_dim=8, hidden=8, num_classes=4, batch=16, repeats=1)
+    ratios = module.main(in_dim=8, hidden=8, num_classes=4, batch=16, rounds=1)
     assert set(ratios) >= {"CE", "MCMI batch centroids", "MCMI ema centroids"} and ratios["CE"] == 1.0
 
 

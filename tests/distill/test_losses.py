@@ -181,6 +181,11 @@ def test_mcmi_bad_inputs() -> None:
     loss = MCMILoss(num_classes=3)
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got 3"):
         loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+    for centroids in ("batch", "ema"):  # the range is read off bincount: both signs, both centroid kinds
+        with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got -1"):
+            MCMILoss(num_classes=3, centroids=centroids)(torch.randn(4, 3), torch.tensor([0, -1, 2, 1]))
+        with pytest.raises(ValueError, match=r"class indices in \[0, 2\], got 7"):
+            MCMILoss(3, centroids=centroids)(torch.randn(4, 3, requires_grad=True), torch.tensor([7, 1, 2, 1]))
     with pytest.raises(ValueError, match=r"logits must have shape \(N, 3\), got \(4, 5\)"):
         loss(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))
     with pytest.raises(TypeError, match="integer class indices"):

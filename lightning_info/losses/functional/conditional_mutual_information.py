@@ -30,20 +30,26 @@ DEFAULT_EPS = 1e-8
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def check_targets(target: object, num_classes: int, rows: int) -> Tensor:
-    """Check integer labels of shape ``(rows,)`` in ``[0, num_classes)`` and return them as ``int64``."""
+def check_targets(target: object, num_classes: int, rows: int, *, check_range: bool = True) -> Tensor:
+    """Check integer labels of shape ``(rows,)`` in ``[0, num_classes)`` and return them as ``int64``.
+
+    ``check_range=False`` leaves the range to :func:`class_statistics` (which checks it without a host sync).
+    """
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (rows,):
         raise ValueError(f"target must have shape ({rows},) (one label per sample), got {tuple(target.shape)}")
-    if rows:
+    if check_range and rows:
         low, high = (int(v) for v in torch.aminmax(target))
         if low < 0 or high >= num_classes:
-            bad = low if low < 0 else high
-            raise ValueError(f"target must hold class indices in [0, {num_classes - 1}], got {bad}")
+            raise _out_of_range(num_classes, low if low < 0 else high)
     return target.long()
+
+
+def _out_of_range(num_classes: int, bad: int) -> ValueError:
+    return ValueError(f"target must hold class indices in [0, {num_classes - 1}], got {bad}")
 
 
 def check_eps(eps: object) -> float:
@@ -54,11 +60,17 @@ def check_eps(eps: object) -> float:
 def class_statistics(probs: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Per-class sums ``(C, K)`` of the rows of ``probs`` (one ``index_add``) and per-class counts ``(C,)``.
 
-    Differentiable w.r.t. ``probs``. Counts have the dtype of ``probs``.
+    Differentiable w.r.t. ``probs``. Counts have the dtype of ``probs``. Raises ``ValueError`` for a label outside
+    ``[0, C)`` (read off ``bincount``'s length, so valid labels cost no host sync).
     """
-    sums = probs.new_zeros(num_classes, probs.shape[1]).index_add(0, target, probs)
-    counts = torch.bincount(target, minlength=num_classes).to(probs.dtype)
-    return sums, counts
+    try:
+        counts = torch.bincount(target, minlength=num_classes)
+    except RuntimeError as error:  # a negative label
+        raise _out_of_range(num_classes, int(target.min())) from error
+    if counts.shape[0] > num_classes:
+        raise _out_of_range(num_classes, int(target.max()))
+    sums = probs.new_zeros(num_classes, probs.shape[1]).index_add_(0, target, probs)
+    return sums, counts.to(probs.dtype)
 
 
 def centroids_from_statistics(sums: Tensor, counts: Tensor) -> Tensor:
