@@ -61,17 +61,24 @@ def read_history(run_dir: str | Path, timeout: float = 30.0) -> list[dict[str, A
 
     ``run_dir`` is the run's folder (``.../wandb/offline-run-*``) or any folder above it holding exactly one run.
     wandb 0.31's ``finish()`` can return before its writer has flushed the file (seen on a loaded machine), so this
-    re-reads the file until the run's final ``exit`` record is in it, for up to ``timeout`` seconds.
+    re-reads the file (also when it was caught mid-record) until the run's final ``exit`` record is in it, for up to
+    ``timeout`` seconds.
     """
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     deadline = time.monotonic() + timeout
     while True:
         records = []
-        for raw in _records(_run_file(run_dir).read_bytes()):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(raw)
-            records.append(record)
+        try:
+            for raw in _records(_run_file(run_dir).read_bytes()):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(raw)
+                records.append(record)
+        except DecodeError:  # read while wandb's writer was mid-record: read again
+            if time.monotonic() > deadline:
+                raise
+            records = []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
