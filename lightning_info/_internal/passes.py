@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _AUXILIARY = ContextVar("lightning_info_auxiliary_pass", default=False)
 
@@ -25,11 +25,21 @@ def in_auxiliary_pass() -> bool:
     return _AUXILIARY.get()
 
 
+def enter_pass(auxiliary: bool) -> Token[bool]:
+    """Mark what follows as an auxiliary (``True``) or clean (``False``) pass; undo with :func:`exit_pass`."""
+    return _AUXILIARY.set(auxiliary)
+
+
+def exit_pass(token: Token[bool]) -> None:
+    """Undo the :func:`enter_pass` that returned ``token``."""
+    _AUXILIARY.reset(token)
+
+
 @contextmanager
 def pass_kind(auxiliary: bool) -> Iterator[None]:
     """Mark the code inside the block as an auxiliary (``True``) or clean (``False``) pass."""
-    token = _AUXILIARY.set(auxiliary)
+    token = enter_pass(auxiliary)
     try:
         yield
     finally:
-        _AUXILIARY.reset(token)
+        exit_pass(token)

@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from lightning_info._internal.passes import pass_kind
+from lightning_info._internal.passes import enter_pass, exit_pass
 
 Closure = Callable[[], Any]
 
@@ -102,39 +102,43 @@ def _batch_statistics_only(self: _BatchNorm, input: Tensor) -> Tensor:
     return torch.nn.functional.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
-@contextmanager
-def _frozen_batchnorm() -> Iterator[None]:
-    """BatchNorm forwards leave the running statistics as they are.
+def _frozen_forward(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A BatchNorm ``forward`` that leaves the running statistics as they are.
 
     Plain ``_BatchNorm.forward`` (``BatchNorm1d/2d/3d``) computes the batch statistics without the running ones.
     Subclasses with their own ``forward`` (e.g. ``SyncBatchNorm``) update copies of the running statistics and the
     original buffers are put back afterwards (restoring values in place instead would bump the version of tensors
-    autograd saved for backward). Implemented as scoped ``forward`` swaps on the BatchNorm classes: no other module
-    pays anything.
+    autograd saved for backward).
     """
+    plain = original is _BATCHNORM_FORWARD
 
-    def frozen(original: Callable[..., Any]) -> Callable[..., Any]:
-        plain = original is _BATCHNORM_FORWARD
+    def forward(self: _BatchNorm, *args: Any, **kwargs: Any) -> Any:
+        saved = [self._buffers.get(name) for name in _BN_BUFFERS]
+        if not (self.training and self.track_running_stats and all(isinstance(b, Tensor) for b in saved)):
+            return original(self, *args, **kwargs)
+        if plain and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
+            return _batch_statistics_only(self, args[0])
+        for name, buffer in zip(_BN_BUFFERS, saved, strict=True):
+            self._buffers[name] = buffer.clone()  # type: ignore[union-attr]
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            self._buffers.update(zip(_BN_BUFFERS, saved, strict=True))
 
-        def forward(self: _BatchNorm, *args: Any, **kwargs: Any) -> Any:
-            saved = [self._buffers.get(name) for name in _BN_BUFFERS]
-            if not (self.training and self.track_running_stats and all(isinstance(b, Tensor) for b in saved)):
-                return original(self, *args, **kwargs)
-            if plain and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
-                return _batch_statistics_only(self, args[0])
-            for name, buffer in zip(_BN_BUFFERS, saved, strict=True):
-                self._buffers[name] = buffer.clone()  # type: ignore[union-attr]
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                self._buffers.update(zip(_BN_BUFFERS, saved, strict=True))
+    return forward
 
-        return forward
 
-    with ExitStack() as stack:
-        for cls in _subclasses_defining(_BatchNorm, "forward"):
-            stack.enter_context(_patched([cls], "forward", frozen(cls.__dict__["forward"])))
-        yield
+def _auxiliary_patches() -> list[tuple[type, str, Any]]:
+    """``(class, attribute, replacement)`` swapped in during an auxiliary pass.
+
+    The ``forward`` of the BatchNorm classes (``_BatchNorm`` and subclasses with their own ``forward``) and
+    ``LightningModule.log``: no other module pays anything.
+    """
+    patches: list[tuple[type, str, Any]] = []
+    for cls in _subclasses_defining(_BatchNorm, "forward"):
+        patches.append((cls, "forward", _frozen_forward(cls.__dict__["forward"])))
+    patches += [(cls, "log", _silenced_log) for cls in _lightning_module_classes() if "log" in cls.__dict__]
+    return patches
 
 
 @contextmanager
@@ -185,6 +189,7 @@ class ClosurePasses:
         self._rng: tuple[Tensor, list[Tensor] | None] | None = None
         self._clip_calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self._stack = ExitStack()
+        self._patches: list[tuple[type, str, Any]] | None = None
         #: ``DistributedDataParallel`` modules whose gradient sync a local pass skipped.
         self.ddp_seen: list[DistributedDataParallel] = []
 
@@ -204,15 +209,28 @@ class ClosurePasses:
         self._stack.close()
 
     def _run(self, local: bool, auxiliary: bool) -> Any:
-        with ExitStack() as stack:
-            if local and torch.distributed.is_available() and torch.distributed.is_initialized():
-                stack.enter_context(_local_ddp(self.ddp_seen))  # DDP needs a process group: else nothing to skip
-            if auxiliary:
-                stack.enter_context(_frozen_batchnorm())
-                stack.enter_context(_patched(_lightning_module_classes(), "log", _silenced_log))
-            stack.enter_context(pass_kind(auxiliary))
+        # plain setattr / try-finally rather than context managers: this runs between the passes, where every
+        # microsecond is paid several times over (cold caches right after a backward)
+        patches: list[tuple[type, str, Any]] = []
+        if auxiliary:
+            if self._patches is None:
+                self._patches = _auxiliary_patches()  # once per step, however many auxiliary passes
+            patches = self._patches
+        originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in patches]
+        token = enter_pass(auxiliary)
+        try:
+            for cls, name, replacement in patches:
+                setattr(cls, name, replacement)
             with torch.enable_grad():
-                loss = self._closure()
+                if local and torch.distributed.is_available() and torch.distributed.is_initialized():
+                    with _local_ddp(self.ddp_seen):  # DDP needs a process group: without one nothing to skip
+                        loss = self._closure()
+                else:
+                    loss = self._closure()
+        finally:
+            for cls, name, original in originals:
+                setattr(cls, name, original)
+            exit_pass(token)
         if self._after_pass is not None:
             self._after_pass()
         return loss
