@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_choice, check_int, check_range, check_tensor
@@ -46,24 +45,26 @@ class _MCMIObjective(torch.autograd.Function):
     - \mathrm{KL}_i)` (the centroids held fixed, see :class:`MCMILoss`): :math:`\partial\,\mathrm{CE} / \partial z =
     (p - \mathrm{onehot}(y)) / N` and :math:`\partial\,\mathrm{CMI} / \partial z = D / (N T)`. Only the gradients
     of the outputs that are back-propagated are built. A dozen autograd nodes fewer than the plain formula: on small
-    models the loss is what an MCMI step adds. First-order only (``create_graph=True``, e.g. ``GAM(hvp="exact")``,
-    raises when the gradient is differentiated).
+    models the loss is what an MCMI step adds. Under ``create_graph=True`` (e.g. ``GAM(hvp="exact")``) the backward
+    rebuilds :math:`p` and :math:`D` from ``z`` with differentiable operations, so second derivatives are those of
+    the plain formula (the centroids held fixed).
     """
 
     @staticmethod
     def forward(
-        ctx: Any, z: Tensor, values: tuple[Tensor, Tensor, Tensor], p_ce: Tensor, d: Tensor, labels: Tensor, lam: float,
-        temperature: float,
+        ctx: Any, z: Tensor, values: tuple[Tensor, Tensor, Tensor], p_ce: Tensor, d: Tensor, labels: Tensor,
+        log_q: Tensor, lam: float, temperature: float,
     ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-        ctx.save_for_backward(p_ce, d, labels)
+        ctx.save_for_backward(z, p_ce, d, labels, log_q)
         ctx.lam, ctx.temperature = lam, temperature
         ctx.set_materialize_grads(False)
         return values  # computed outside autograd: not inputs of this node, so no copy is needed
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, d_loss: Tensor | None, d_ce: Tensor | None, d_cmi: Tensor | None) -> tuple[Any, ...]:
-        p_ce, d, labels = ctx.saved_tensors
+        z, p_ce, d, labels, log_q = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the same factors as differentiable functions of z
+            p_ce, d = _gradient_factors(z, labels, log_q, ctx.temperature)
         n = p_ce.shape[0]
         rows = labels[:, None]
         grad = None
@@ -76,7 +77,16 @@ class _MCMIObjective(torch.autograd.Function):
         if d_cmi is not None:
             term = d * (d_cmi / (n * ctx.temperature))
             grad = term if grad is None else grad.add_(term)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
+
+
+def _gradient_factors(z: Tensor, labels: Tensor, log_q: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """``(p, D)`` of :class:`_MCMIObjective` from the logits with differentiable operations (double backward)."""
+    log_p = torch.log_softmax(z if temperature == 1.0 else z / temperature, dim=1)
+    p = log_p.exp()
+    excess = log_p - log_q.index_select(0, labels)
+    d = p * (excess - (p * excess).sum(dim=1, keepdim=True))
+    return (p if temperature == 1.0 else torch.softmax(z, dim=1)), d
 
 
 def _full_precision(device_type: str) -> AbstractContextManager[Any]:
@@ -123,6 +133,10 @@ class MCMILoss(nn.Module):
       back to the batch mean); so are they in the extra passes of a sharpness-aware optimizer step
       (:func:`~lightning_info.optim.in_auxiliary_pass`: SAM, GAM), so the centroids move once per step, from the
       clean pass, and the perturbed loss uses the same constant centroids as the clean one.
+
+    The gradient is the derivative written out, in one autograd node (``_MCMIObjective``); with
+    ``backward(create_graph=True)`` it is rebuilt from differentiable operations, so second derivatives (e.g.
+    ``GAM(hvp="exact")``) are those of the plain formula with the centroids held fixed.
 
     Log-probabilities are clamped at :math:`\log\epsilon` (every KL term is at most :math:`\log(1/\epsilon)`).
     float16/bfloat16 logits are computed in float32 with autocast disabled.
@@ -196,7 +210,8 @@ class MCMILoss(nn.Module):
             q = self._centroids(p, labels)  # checks the labels' range
             log_p_ce = log_p if self.temperature == 1.0 else torch.log_softmax(zd, dim=1)
             ce = nn.functional.nll_loss(log_p_ce, labels)
-            d = log_p.sub_(q.clamp_min_(self.eps).log_().index_select(0, labels))  # log P_i - log Q_{y_i}, (N, C)
+            log_q = q.clamp_min_(self.eps).log_()
+            d = log_p.sub_(log_q.index_select(0, labels))  # log P_i - log Q_{y_i}, (N, C)
             pd = p * d
             kl = pd.sum(dim=1)
             cmi = kl.mean()
@@ -205,7 +220,8 @@ class MCMILoss(nn.Module):
             return MCMIOutput(loss, ce, cmi)
         d = pd.addcmul_(p, kl[:, None], value=-1.0)  # P (log P - log Q - KL): the CMI's gradient times N T
         p_ce = p if self.temperature == 1.0 else log_p_ce.exp()
-        return MCMIOutput(*_MCMIObjective.apply(z, (loss, ce, cmi), p_ce, d, labels, self.lam, self.temperature))
+        outputs = _MCMIObjective.apply(z, (loss, ce, cmi), p_ce, d, labels, log_q, self.lam, self.temperature)
+        return MCMIOutput(*outputs)
 
     def _centroids(self, p: Tensor, labels: Tensor) -> Tensor:  # p is detached: no graph is recorded
         if self.centroids == "batch":

@@ -80,6 +80,29 @@ def test_each_output_has_the_gradient_of_plain_autograd(temperature: float) -> N
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_hessian_vector_products_equal_plain_autograd_with_the_centroids_held_fixed(temperature: float) -> None:
+    """Double backward (what GAM(hvp="exact") does) through the fused node = through the plain formula."""
+    logits, labels = _case(n=7, k=3, seed=5)
+    logits.requires_grad_(True)
+    v = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+
+    def plain(z: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(z / temperature, 1)
+        q = torch.zeros(3, 3, dtype=z.dtype).index_add(0, labels, p.detach()) / torch.bincount(labels)[:, None]
+        cmi = (p * (p.log() - q.log()[labels])).sum(1).mean()
+        return torch.nn.functional.cross_entropy(z, labels) - 0.5 * cmi
+
+    def hvp(objective) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(objective(logits), logits, create_graph=True)
+        return torch.autograd.grad(grad, logits, grad_outputs=v)[0]
+
+    expected = hvp(plain)
+    torch.testing.assert_close(hvp(lambda z: MCMILoss(3, lam=0.5, temperature=temperature)(z, labels).loss), expected,
+                               rtol=1e-10, atol=1e-12)  # fmt: skip
+    assert expected.abs().max() > 1e-3  # a real second derivative, not zeros
+
+
 def test_running_centroids_first_update_blend_and_absent_classes() -> None:
     loss = MCMILoss(num_classes=3, centroids="ema", momentum=0.75).double()
     p1 = torch.tensor([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], dtype=torch.float64)
