@@ -58,7 +58,9 @@ class SharpnessAwareOptimizer(Optimizer):
     leaves the update direction in ``.grad`` and calls the base optimizer's ``step()``.
 
     Subclasses define their per-group hyper-parameters (``defaults``), validate them in :meth:`_check_group` and
-    compute the update direction in :meth:`_update`.
+    compute the update direction in :meth:`_update`. The copies a step needs (the weights, GAM's gradients) live in
+    buffers kept from step to step (:meth:`_snapshot`): SAM holds one weight-sized copy between steps, GAM three
+    (four with ``sam_rho``); they are not part of the ``state_dict``.
 
     Args:
         params: parameters or parameter groups, as for any optimizer.
