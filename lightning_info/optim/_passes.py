@@ -57,16 +57,21 @@ def _silenced_log(self: Any, *args: Any, **kwargs: Any) -> None:
     return None
 
 
+def _swap(patches: list[tuple[type, str, Any]]) -> list[tuple[type, str, Any]]:
+    """Set each ``(class, attribute, value)``; return the ``(class, attribute, previous value)`` that undo it."""
+    originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in patches]
+    for cls, name, value in patches:
+        setattr(cls, name, value)
+    return originals
+
+
 @contextmanager
 def _patched(classes: list[type], name: str, replacement: Callable[..., Any]) -> Iterator[None]:
-    originals = [(cls, cls.__dict__[name]) for cls in classes if name in cls.__dict__]
-    for cls, _ in originals:
-        setattr(cls, name, replacement)
+    originals = _swap([(cls, name, replacement) for cls in classes if name in cls.__dict__])
     try:
         yield
     finally:
-        for cls, original in originals:
-            setattr(cls, name, original)
+        _swap(originals)
 
 
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:
@@ -209,18 +214,16 @@ class ClosurePasses:
         self._stack.close()
 
     def _run(self, local: bool, auxiliary: bool) -> Any:
-        # plain setattr / try-finally rather than context managers: this runs between the passes, where every
+        # _swap / try-finally rather than context managers: this runs between the passes, where every
         # microsecond is paid several times over (cold caches right after a backward)
         patches: list[tuple[type, str, Any]] = []
         if auxiliary:
             if self._patches is None:
                 self._patches = _auxiliary_patches()  # once per step, however many auxiliary passes
             patches = self._patches
-        originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in patches]
+        originals = _swap(patches)
         token = enter_pass(auxiliary)
         try:
-            for cls, name, replacement in patches:
-                setattr(cls, name, replacement)
             with torch.enable_grad():
                 if local and torch.distributed.is_available() and torch.distributed.is_initialized():
                     with _local_ddp(self.ddp_seen):  # DDP needs a process group: without one nothing to skip
@@ -228,8 +231,7 @@ class ClosurePasses:
                 else:
                     loss = self._closure()
         finally:
-            for cls, name, original in originals:
-                setattr(cls, name, original)
+            _swap(originals)
             exit_pass(token)
         if self._after_pass is not None:
             self._after_pass()
