@@ -65,8 +65,11 @@ def class_statistics(probs: Tensor, target: Tensor, num_classes: int) -> tuple[T
     """
     try:
         counts = torch.bincount(target, minlength=num_classes)
-    except RuntimeError as error:  # a negative label
-        raise _out_of_range(num_classes, int(target.min())) from error
+    except RuntimeError as error:  # bincount refuses negative values; anything else is not ours to rename
+        low = int(target.min()) if target.numel() else 0
+        if low < 0:
+            raise _out_of_range(num_classes, low) from error
+        raise
     if counts.shape[0] > num_classes:
         raise _out_of_range(num_classes, int(target.max()))
     sums = probs.new_zeros(num_classes, probs.shape[1]).index_add_(0, target, probs)
