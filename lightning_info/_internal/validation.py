@@ -54,6 +54,25 @@ def check_range(
     return out
 
 
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError`` naming the argument (``"no"`` is not a bool)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def check_order(name: str, value: object) -> float:
+    """Check a Rényi order in (0, inf] (``float('inf')`` allowed) and return it as a float."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == math.inf:
+        return math.inf
+    return check_range(name, value, 0.0, low_inclusive=False)
+
+
+def check_max_samples(value: object) -> int | None:
+    """Check an optional cap on the number of samples (``None`` or an int >= 2)."""
+    return None if value is None else check_int("max_samples", value, min_value=2)
+
+
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices`` or raise a ``ValueError`` listing them."""
     if not isinstance(value, str):
@@ -105,3 +124,59 @@ def check_probabilities(name: str, x: Tensor, dim: int, *, hint: str) -> None:
     if not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=_SUM_TOLERANCE.get(x.dtype, 1e-3))):
         worst = float((sums - 1).abs().max())
         raise ValueError(f"{name} must sum to 1 along dim {dim}, got a deviation of {worst:.3g} ({hint})")
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """Raise ``ValueError`` if ``x`` has NaN/Inf.
+
+    One ``amax`` reduction (NaN propagates through it) is much cheaper than ``isfinite(x).all()`` on CPU.
+    """
+    if x.numel() and not bool(torch.isfinite(x.abs().amax())):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def check_samples(name: str, z: object) -> Tensor:
+    """Check a finite floating-point (N, d) matrix of N >= 2 samples and return it in float64."""
+    z = check_tensor(name, z, ndim=2, min_rows=2, finite=False)
+    if z.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one feature column, got shape {tuple(z.shape)}")
+    return check_finite(name, z.to(torch.float64))
+
+
+def check_labels(
+    name: str, labels: object, num_rows: int, num_classes: int | None = None, *, check_values: bool = True
+) -> Tensor:
+    """Check ``(num_rows,)`` integer class labels in ``[0, num_classes)`` (``>= 0`` without ``num_classes``).
+
+    Returns the labels as ``int64``. ``check_values=False`` checks type and shape only, for callers that find the
+    range without a host sync (:func:`lightning_info.functional.cmi.class_statistics`); they raise
+    :func:`labels_out_of_range` themselves.
+
+    Raises:
+        TypeError: if ``labels`` is not an integer tensor.
+        ValueError: on a wrong shape or a label out of range (the message gives the offending value).
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor (integer class indices), got dtype {labels.dtype}")
+    check_tensor(name, labels, ndim=1, floating=False)
+    if labels.shape[0] != num_rows:
+        raise ValueError(
+            f"{name} must have shape ({num_rows},) (one entry per sample), got shape {tuple(labels.shape)}"
+        )
+    if check_values and num_rows:
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0:
+            raise labels_out_of_range(name, num_classes, low)
+        if num_classes is not None and high >= num_classes:
+            raise labels_out_of_range(name, num_classes, high)
+    return labels.long()
+
+
+def labels_out_of_range(name: str, num_classes: int | None, bad: int) -> ValueError:
+    """The error for a class label outside ``[0, num_classes)``."""
+    if num_classes is None:
+        return ValueError(f"{name} must be >= 0, got {bad}")
+    return ValueError(f"{name} must hold class indices in [0, {num_classes - 1}], got {bad}")

@@ -8,7 +8,7 @@ Jha & Reagen, "Entropy-Guided Attention for Private LLMs" (2025), Sec. 4 and App
     + M_{ij}\Big), \qquad \text{output} = \operatorname{concat}_h(\mathbf{A}^{(h)} X W_V)\,W_O,
 
 so :math:`t > 1` spreads a row (raises its entropy) and :math:`t < 1` sharpens it. The row entropies feed the
-regularizer of :mod:`lightning_info.losses.functional.entropy_regularizer`.
+regularizer of :mod:`lightning_info.functional.entropy_regularizer`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_info._internal.dtypes import upcast
 from lightning_info._internal.validation import check_int, check_range
-from lightning_info.attention.functional import merge_attention_masks, mha_mask_views, row_entropy_bounds
+from lightning_info.functional.attention import merge_attention_masks, mha_mask_views, row_entropy_bounds
 
 __all__ = ["EntropyGuidedAttention"]
 
 _EXTRA_PARAMETERS = ("log_temperature", "entropy_threshold")
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _keep_module_call(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -253,7 +253,7 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
             logits = logits if mask is None else logits + mask.to(logits.dtype)
         weights = torch.softmax(logits, dim=-1)
         if counts is not None:  # H = -sum_j p_j log p_j (fused log_softmax: faster on CPU than logsumexp + exp)
-            source = logits.float() if logits.dtype in _LOW_PRECISION else logits  # autocast: entropy in float32
+            source = upcast(logits)  # autocast: entropy in float32
             probs = weights if source is logits else torch.softmax(source, dim=-1)
             entropy = -(probs * torch.log_softmax(source, dim=-1)).sum(-1)
             self.last_max_entropy, row_mask = row_entropy_bounds(

@@ -1,7 +1,7 @@
 """Monitor the attention entropy of every ``nn.MultiheadAttention`` of a model, without modifying it.
 
 The entropy is recomputed from each module's inputs and projection weights, chunked over queries and without
-gradient (:func:`~lightning_info.attention.functional.attention_entropy_from_qk`), so it works when the model calls
+gradient (:func:`~lightning_info.functional.attention_entropy_from_qk`), so it works when the model calls
 its attention with ``need_weights=False`` or a fused kernel, and never materialises an ``N x N`` map (nor an
 ``N x N`` mask for ``is_causal`` or ``key_padding_mask``).
 """
@@ -21,7 +21,8 @@ from typing_extensions import override
 from lightning_info._internal.capture import ActivationCapture
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
-from lightning_info.attention.functional import (
+from lightning_info.functional.attention import (
+    additive_mask,
     attention_entropy_from_qk,
     head_entropy_summary,
     mha_mask_views,
@@ -106,7 +107,7 @@ def attention_entropy_of_call(
         key_mask = ~padding[:keep, 0]  # (keep, 1, N_k)
     elif padding is not None:  # an additive padding mask is merged with attn_mask (rare: this builds B x N x N)
         if mask is not None and mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, -torch.inf)
+            mask = additive_mask(mask, torch.float32)
         mask = padding[:keep] if mask is None else mask + padding[:keep]
     if module._qkv_same_embed_dim:
         w_q, w_k, _ = module.in_proj_weight.chunk(3)

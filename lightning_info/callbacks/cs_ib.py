@@ -13,7 +13,7 @@ from typing_extensions import override
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_range
 from lightning_info.callbacks.loss_term import LossTermCallback
-from lightning_info.losses.functional.cauchy_schwarz import (
+from lightning_info.functional.kernels import (
     Estimator,
     KernelWidth,
     as_samples,

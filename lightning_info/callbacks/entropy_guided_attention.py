@@ -13,9 +13,9 @@ from typing_extensions import override
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
-from lightning_info.attention.functional import head_entropy_summary
 from lightning_info.callbacks.attention_entropy_monitor import Summary, entropy_summary_metrics
 from lightning_info.callbacks.loss_term import LossTermCallback
+from lightning_info.functional.attention import head_entropy_summary
 from lightning_info.losses.entropy_regularizer import EntropyRegularizer
 
 __all__ = ["EntropyGuidedAttentionCallback"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_info.metrics.functional import (
+from lightning_info.functional import (
     conditional_mutual_information,
     diffusion_spectral_entropy,
     diffusion_spectral_mutual_information,

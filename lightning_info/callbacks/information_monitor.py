@@ -19,14 +19,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_info._internal.validation import check_choice, check_int, check_range
+from lightning_info._internal.validation import check_choice, check_int, check_labels, check_range
 from lightning_info.callbacks.information_figures import log_information_figures
 from lightning_info.callbacks.information_metrics import (
     INFORMATION_METRICS,
     InformationMetric,
     register_information_metric,
 )
-from lightning_info.metrics.functional._utils import check_labels
 from lightning_info.metrics.mutual_information import ESTIMATORS, MutualInformationEstimator
 from lightning_info.utils import ActivationCapture
 

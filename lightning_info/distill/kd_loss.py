@@ -7,10 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_info._internal.validation import check_range, check_tensor
-from lightning_info.losses.functional.conditional_mutual_information import check_targets
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+from lightning_info._internal.dtypes import upcast
+from lightning_info._internal.validation import check_labels, check_range, check_tensor
 
 
 class KDOutput(NamedTuple):
@@ -68,8 +66,8 @@ class KDLoss(nn.Module):
                 f"student and teacher outputs must have the same shape, got student {tuple(s.shape)} "
                 f"and teacher {tuple(t.shape)}"
             )
-        labels = check_targets(target, s.shape[1], s.shape[0]).to(s.device)
-        s = s.float() if s.dtype in _LOW_PRECISION else s
+        labels = check_labels("target", target, s.shape[0], s.shape[1]).to(s.device)
+        s = upcast(s)
         t = t.to(s.dtype)
         with torch.autocast(device_type=s.device.type, enabled=False):
             temp = self.temperature

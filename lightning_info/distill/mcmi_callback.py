@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.distill.mcmi_loss import MCMILoss
-from lightning_info.losses.functional.conditional_mutual_information import DEFAULT_EPS
+from lightning_info.functional.cmi import DEFAULT_EPS
 from lightning_info.metrics.conditional_mutual_information import ConditionalMutualInformation
 from lightning_info.utils import ActivationCapture
 

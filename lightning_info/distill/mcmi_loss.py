@@ -9,17 +9,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from lightning_info._internal.dtypes import upcast
 from lightning_info._internal.passes import in_auxiliary_pass
-from lightning_info._internal.validation import check_choice, check_int, check_range, check_tensor
-from lightning_info.losses.functional.conditional_mutual_information import (
+from lightning_info._internal.validation import check_choice, check_int, check_labels, check_range, check_tensor
+from lightning_info.functional.cmi import (
     DEFAULT_EPS,
     centroids_from_statistics,
     check_eps,
-    check_targets,
     class_statistics,
 )
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class MCMIOutput(NamedTuple):
@@ -109,7 +107,7 @@ class MCMILoss(nn.Module):
         \qquad P^{T}_{x} = \mathrm{softmax}(z_x / T),
 
     with :math:`Q_c` the centroid of class :math:`c` (see
-    :func:`~lightning_info.losses.functional.conditional_mutual_information`). Training a teacher with it (warm start
+    :func:`~lightning_info.functional.cmi`). Training a teacher with it (warm start
     from a cross-entropy teacher, :math:`\lambda \approx 0.1`-:math:`0.25`, :math:`T = 1`) makes its soft labels a
     better estimate of the Bayes conditional distribution for distillation.
 
@@ -200,9 +198,8 @@ class MCMILoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> MCMIOutput:
         """Objective, CE and CMI for ``(N, C)`` logits and ``(N,)`` integer labels."""
         z = check_logits("logits", logits, self.num_classes)
-        labels = check_targets(target, self.num_classes, z.shape[0], check_range=False).to(z.device)
-        if z.dtype in _LOW_PRECISION:
-            z = z.float()
+        labels = check_labels("target", target, z.shape[0], self.num_classes, check_values=False).to(z.device)
+        z = upcast(z)
         zd = z.detach()  # everything below is computed outside autograd; _MCMIObjective supplies the gradient
         with _full_precision(z.device.type):
             log_p = torch.log_softmax(zd if self.temperature == 1.0 else zd / self.temperature, dim=1)

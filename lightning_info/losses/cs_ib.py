@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_int, check_range
-from lightning_info.losses.functional.cauchy_schwarz import (
+from lightning_info.functional.kernels import (
     Estimator,
     KernelWidth,
     as_samples,
@@ -29,8 +29,8 @@ class CSIBLoss(nn.Module):
         \mathcal{L} = \hat D_{CS}\big(p(y|x) \,\|\, q_\theta(\hat y|x)\big) + \beta \, \hat I_{CS}(x; t)
 
     Both terms are Gaussian-kernel estimates on the mini-batch (Propositions 1 and 2 of the paper, see
-    :func:`~lightning_info.losses.functional.cs_conditional_divergence` and
-    :func:`~lightning_info.losses.functional.cs_qmi`), computed in log space; the kernel matrix on ``x`` is built
+    :func:`~lightning_info.functional.cs_conditional_divergence` and
+    :func:`~lightning_info.functional.cs_qmi`), computed in log space; the kernel matrix on ``x`` is built
     once and shared by both terms. No variational bound and no noise layer are needed.
 
     Targets and predictions are standardised with the same affine map built from *running* statistics of the
@@ -64,7 +64,7 @@ class CSIBLoss(nn.Module):
         sigma_y: kernel width on the (standardised) targets and predictions.
         standardize_targets: standardise ``y`` and ``y_pred`` with the running statistics.
         estimator: ``"proposition"`` (Proposition 1) or ``"official"`` (the simplified weighting of the authors'
-            training script, see :func:`~lightning_info.losses.functional.cs_conditional_divergence`).
+            training script, see :func:`~lightning_info.functional.cs_conditional_divergence`).
         num_targets: number of target features ``k`` (``y`` of shape ``(N,)`` counts as ``k = 1``).
         sync_stats: sum the batch statistics over processes when ``torch.distributed`` is initialised.
 

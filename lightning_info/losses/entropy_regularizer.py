@@ -1,6 +1,6 @@
 r"""``nn.Module`` form of the entropy regularizer of Jha & Reagen (2025).
 
-The math is in :mod:`lightning_info.losses.functional.entropy_regularizer`.
+The math is in :mod:`lightning_info.functional.entropy_regularizer`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lightning_info._internal.validation import check_choice, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
-from lightning_info.losses.functional.entropy_regularizer import entropy_regularizer
+from lightning_info.functional.entropy_regularizer import entropy_regularizer
 
 __all__ = ["EntropyRegularizer"]
 

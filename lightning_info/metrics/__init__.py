@@ -1,4 +1,4 @@
-"""Information metrics as torchmetrics ``Metric``s (their math is in :mod:`lightning_info.metrics.functional`)."""
+"""Information metrics as torchmetrics ``Metric``s (their math is in :mod:`lightning_info.functional`)."""
 
 from lightning_info.metrics.attention_entropy import AttentionEntropy
 from lightning_info.metrics.cauchy_schwarz_divergence import CauchySchwarzDivergence

@@ -10,8 +10,8 @@ from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 
-from lightning_info._internal.validation import check_tensor
-from lightning_info.metrics.functional._utils import check_finite, check_max_samples, upcast
+from lightning_info._internal.dtypes import upcast
+from lightning_info._internal.validation import check_finite, check_max_samples, check_tensor
 
 
 class SampleMetric(Metric):

@@ -8,16 +8,16 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_info.metrics.functional._utils import check_bool
-from lightning_info.metrics.functional.attention_entropy import _attention_entropy_update
-from lightning_info.metrics.functional.entropy import _mean_compute
+from lightning_info._internal.validation import check_bool
+from lightning_info.functional.attention import _attention_entropy_update
+from lightning_info.functional.entropy import _mean_compute
 
 
 class AttentionEntropy(Metric):
     r"""Mean Shannon entropy of attention rows per (layer, head), optionally normalised by :math:`\log` (valid keys).
 
     :math:`\bar H_{l,h} = \frac{1}{|R|}\sum_{(b,i) \in R} -\sum_{j \in \mathcal{K}_i} a_{l,b,h,ij}\log a_{l,b,h,ij}`
-    over the rows :math:`R` seen in all updates (see :func:`~lightning_info.metrics.functional.attention_entropy`;
+    over the rows :math:`R` seen in all updates (see :func:`~lightning_info.functional.attention`;
     Jha & Reagen 2025 use it to detect entropy collapse and entropic overload). States are per-(layer, head) sums
     and row counts (``"sum"``-reduced), shaped by the first ``update``: keep the number of layers and heads fixed,
     and update every DDP process at least once before ``compute``.

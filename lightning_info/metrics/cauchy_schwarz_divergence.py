@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_info.losses.functional.cauchy_schwarz import KernelWidth, check_width, cs_divergence
+from lightning_info.functional.kernels import KernelWidth, check_width, cs_divergence
 from lightning_info.metrics._samples import SampleMetric
 
 
@@ -17,7 +17,7 @@ class CauchySchwarzDivergence(SampleMetric):
               - 2\log\frac{1}{mn}\sum_{ij}\kappa(a_i,b_j),
 
     :math:`\kappa` a Gaussian kernel of width :math:`\sigma` (the CS-IB loss's
-    :func:`~lightning_info.losses.functional.cs_divergence`, computed in log space). Non-negative, 0 for identical
+    :func:`~lightning_info.functional.cs_divergence`, computed in log space). Non-negative, 0 for identical
     sample sets. ``a`` and ``b`` are stored separately (``"cat"`` states, each capped at ``max_samples`` per
     process), so each ``update`` may bring different numbers of each; ``compute`` is :math:`O((m + n)^2 d)`.
 

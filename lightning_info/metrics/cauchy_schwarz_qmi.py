@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_info.losses.functional.cauchy_schwarz import KernelWidth, check_width, cs_qmi
+from lightning_info.functional.kernels import KernelWidth, check_width, cs_qmi
 from lightning_info.metrics._samples import SampleMetric
 
 
@@ -19,7 +19,7 @@ class CauchySchwarzQMI(SampleMetric):
               + \log\frac{1}{N^4}\sum_{ij}K_{ij}\sum_{ij}L_{ij}
               - 2\log\frac{1}{N^3}\sum_i\Big(\sum_jK_{ij}\Big)\Big(\sum_jL_{ij}\Big)
 
-    (the CS-IB compression term, :func:`~lightning_info.losses.functional.cs_qmi`): the CS divergence between the
+    (the CS-IB compression term, :func:`~lightning_info.functional.cs_qmi`): the CS divergence between the
     kernel estimates of :math:`p(x, z)` and :math:`p(x)p(z)`, near 0 for independent samples. Pairs are stored
     (``"cat"`` states, at most ``max_samples`` per process); ``compute`` is :math:`O(N^2 (d_x + d_z))`.
 

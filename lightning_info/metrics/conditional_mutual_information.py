@@ -9,7 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_info._internal.validation import check_int
-from lightning_info.losses.functional.conditional_mutual_information import (
+from lightning_info.functional.cmi import (
     DEFAULT_EPS,
     centroids_from_statistics,
     check_eps,
@@ -34,7 +34,7 @@ class ConditionalMutualInformation(Metric):
     :math:`S_c = \sum_{i:y_i=c} P_{x_i}`, so the states are the class sums :math:`S` (``(C, C)``), the class counts,
     :math:`\sum_i \sum_k P_{ik}\log P_{ik}` and :math:`N`, all ``"sum"``-reduced in float64: memory does not grow
     with the number of samples and the DDP value equals the single-process value exactly. Logarithms use the clamp
-    ``eps`` of :func:`~lightning_info.losses.functional.conditional_mutual_information`, so ``compute`` equals that
+    ``eps`` of :func:`~lightning_info.functional.cmi`, so ``compute`` equals that
     function applied to all the samples at once.
 
     ``higher_is_better`` is ``None``: a higher CMI is what an MCMI teacher aims for, not a quality of every model.

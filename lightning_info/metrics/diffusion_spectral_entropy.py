@@ -7,13 +7,13 @@ from typing import Any
 from torch import Tensor
 
 from lightning_info._internal.validation import check_int
-from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.functional.diffusion_spectral import (
+from lightning_info.functional.diffusion_spectral import (
     DEFAULT_SIGMA,
     DEFAULT_T,
-    _check_dse_args,
+    check_dse_args,
     diffusion_spectral_entropy,
 )
+from lightning_info.metrics._samples import SampleMetric
 
 DEFAULT_STORED_SAMPLES = 2048
 """Rows kept per process by the DSE/DSMI metrics: ``compute`` is an O(N^3) eigen-solve (about 1-2 s at 2048)."""
@@ -26,7 +26,7 @@ class DiffusionSpectralEntropy(SampleMetric):
               \alpha_{i,t} = \frac{|\lambda_i(P)|^t}{\sum_j|\lambda_j(P)|^t},
 
     with :math:`P` the Gaussian-kernel diffusion operator (see
-    :func:`~lightning_info.metrics.functional.diffusion_spectral_entropy`). ``compute`` costs :math:`O(N^3)`, so
+    :func:`~lightning_info.functional.diffusion_spectral_entropy`). ``compute`` costs :math:`O(N^3)`, so
     rows are capped at ``max_samples`` per process (default 2048); after a DDP gather the paper's cap of a random
     10 000 rows still applies.
 
@@ -64,7 +64,7 @@ class DiffusionSpectralEntropy(SampleMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_samples=max_samples, **kwargs)
-        self.sigma, self.t, _ = _check_dse_args(sigma, t, base)
+        self.sigma, self.t, _ = check_dse_args(sigma, t, base)
         self.base = base
         self.seed = check_int("seed", seed)
 

@@ -6,17 +6,16 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_info._internal.validation import check_int
-from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.diffusion_spectral_entropy import DEFAULT_STORED_SAMPLES
-from lightning_info.metrics.functional._utils import check_bool, check_labels
-from lightning_info.metrics.functional.diffusion_spectral import (
+from lightning_info._internal.validation import check_bool, check_int, check_labels
+from lightning_info.functional.diffusion_spectral import (
     DEFAULT_REPETITIONS,
     DEFAULT_SIGMA,
     DEFAULT_T,
-    _check_dse_args,
+    check_dse_args,
     diffusion_spectral_mutual_information,
 )
+from lightning_info.metrics._samples import SampleMetric
+from lightning_info.metrics.diffusion_spectral_entropy import DEFAULT_STORED_SAMPLES
 
 
 class DiffusionSpectralMutualInformation(SampleMetric):
@@ -25,7 +24,7 @@ class DiffusionSpectralMutualInformation(SampleMetric):
     .. math:: I_D(Z;Y) = S_D(P_Z,t) - \sum_c p(c)\,S_D(P_{Z|Y=c},t),\qquad p(c) = N_c/N,
 
     on all (representation, label) pairs seen; see
-    :func:`~lightning_info.metrics.functional.diffusion_spectral_mutual_information` for the class-size-matched
+    :func:`~lightning_info.functional.diffusion_spectral_mutual_information` for the class-size-matched
     estimate of the first term (``matched_subsets``, the paper's). Pairs are stored (``"cat"`` states, at most
     ``max_samples`` per process: shuffle data sorted by class, as the first pairs are the ones kept).
 
@@ -67,7 +66,7 @@ class DiffusionSpectralMutualInformation(SampleMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_samples=max_samples, states=("samples", "labels"), **kwargs)
-        self.sigma, self.t, _ = _check_dse_args(sigma, t, base)
+        self.sigma, self.t, _ = check_dse_args(sigma, t, base)
         self.base = base
         self.seed = check_int("seed", seed)
         self.matched_subsets = check_bool("matched_subsets", matched_subsets)

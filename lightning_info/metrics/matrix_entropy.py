@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_info._internal.validation import check_bool, check_order
+from lightning_info.functional.spectral import matrix_entropy
 from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.functional._utils import check_bool, check_order
-from lightning_info.metrics.functional.matrix_entropy import matrix_entropy
 
 
 class MatrixEntropy(SampleMetric):
@@ -16,7 +16,7 @@ class MatrixEntropy(SampleMetric):
 
     .. math:: S_\alpha(A) = \frac{1}{1-\alpha}\log\sum_i\lambda_i(A)^\alpha,\qquad A = \frac{K}{\mathrm{tr}K},
 
-    :math:`K` the cosine kernel of the rows (see :func:`~lightning_info.metrics.functional.matrix_entropy`; the
+    :math:`K` the cosine kernel of the rows (see :func:`~lightning_info.functional.spectral`; the
     eigenvalues come from the smaller of the N x N and d x d matrices). Rows are stored (``"cat"`` state, at most
     ``max_samples`` per process) and the entropy is computed once on all of them.
 

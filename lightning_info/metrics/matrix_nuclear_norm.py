@@ -7,8 +7,8 @@ from typing import Any
 from torch import Tensor
 
 from lightning_info._internal.validation import check_choice
+from lightning_info.functional.spectral import MODES, matrix_nuclear_norm
 from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.functional.nuclear_norm import MODES, matrix_nuclear_norm
 
 
 class MatrixNuclearNorm(SampleMetric):
@@ -19,7 +19,7 @@ class MatrixNuclearNorm(SampleMetric):
 
     :math:`\hat Z` the centred, row-normalised representations and :math:`\hat Z_{:,(j)}` its ``j``-th largest
     column (the paper's :math:`L_{1,2}` approximation, no SVD); see
-    :func:`~lightning_info.metrics.functional.matrix_nuclear_norm` for how the two differ. Rows are stored
+    :func:`~lightning_info.functional.matrix_nuclear_norm` for how the two differ. Rows are stored
     (``"cat"`` state, at most ``max_samples`` per process).
 
     Args:

@@ -2,7 +2,7 @@ r"""A trainable neural mutual-information estimator and a one-call offline estim
 
 :class:`MutualInformationEstimator` holds a critic :math:`T_\theta(x, y)` and turns a batch of joint samples into the
 :math:`N \times N` score matrix :math:`S_{ij} = T_\theta(x_i, y_j)` that the bounds of
-:mod:`lightning_info.metrics.functional.mutual_information` (InfoNCE, NWJ, MINE, SMILE) consume. Maximising the
+:mod:`lightning_info.functional.mi_bounds` (InfoNCE, NWJ, MINE, SMILE) consume. Maximising the
 returned bound over :math:`\theta` tightens it towards :math:`I(X; Y)`.
 """
 
@@ -13,9 +13,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lightning_info._internal.dtypes import upcast
 from lightning_info._internal.validation import check_choice, check_int, check_range, check_tensor
-from lightning_info.metrics.functional._utils import upcast
-from lightning_info.metrics.functional.mutual_information import infonce, mine, nwj, smile
+from lightning_info.functional.mi_bounds import infonce, mine, nwj, smile
 
 ESTIMATORS = ("infonce", "nwj", "mine", "smile")
 CRITICS = ("separable", "concat")
@@ -43,7 +43,7 @@ class MutualInformationEstimator(nn.Module):
     ``forward(x, y)`` returns the bound for the batch (maximise it to train the critic: ``loss = -estimator(x, y)``).
     For ``"mine"`` the moving average of :math:`\mathbb{E}_q[e^T]` is a buffer updated in training mode only; for
     ``"smile"`` the value is SMILE's and the gradient the Jensen-Shannon bound's (see
-    :func:`~lightning_info.metrics.functional.smile`).
+    :func:`~lightning_info.functional.smile`).
 
     Args:
         x_dim: features of ``x``.

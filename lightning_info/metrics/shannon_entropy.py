@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_info.metrics.functional._utils import check_bool, log_base
-from lightning_info.metrics.functional.entropy import _mean_compute, _shannon_entropy_update
+from lightning_info._internal.validation import check_bool
+from lightning_info.functional.entropy import _mean_compute, _shannon_entropy_update, log_base
 
 
 class ShannonEntropy(Metric):
@@ -19,7 +19,7 @@ class ShannonEntropy(Metric):
     dimensions are distributions: ``(N, K)`` predictions, ``(B, T, V)`` token distributions, ...). States are a
     running sum and count (``"sum"``-reduced), so the DDP value equals the single-process mean. From logits the
     entropy goes through ``log_softmax`` (stable for very large logits). See
-    :func:`~lightning_info.metrics.functional.shannon_entropy`.
+    :func:`~lightning_info.functional.shannon_entropy`.
 
     Args:
         from_logits: whether ``update`` receives logits.

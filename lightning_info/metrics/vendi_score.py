@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_info._internal.validation import check_bool, check_order
+from lightning_info.functional.spectral import vendi_score
 from lightning_info.metrics._samples import SampleMetric
-from lightning_info.metrics.functional._utils import check_bool, check_order
-from lightning_info.metrics.functional.vendi import vendi_score
 
 
 class VendiScore(SampleMetric):
@@ -17,7 +17,7 @@ class VendiScore(SampleMetric):
     .. math:: \mathrm{VS}_q = \exp\Big(\frac{1}{1-q}\log\sum_i\lambda_i^q\Big),\qquad \lambda = \mathrm{eig}(K/N),
 
     :math:`K_{ij}` the cosine similarity of samples ``i`` and ``j`` (see
-    :func:`~lightning_info.metrics.functional.vendi_score`). Rows are stored (``"cat"`` state, at most
+    :func:`~lightning_info.functional.spectral_score`). Rows are stored (``"cat"`` state, at most
     ``max_samples`` per process); the score is computed on all of them through the d x d dual when ``d < N``.
 
     Args:

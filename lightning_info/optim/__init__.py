@@ -1,7 +1,8 @@
 """lightning_info.optim: sharpness-aware optimizers (SAM, ASAM, every-k SAM, GAM) that are correct inside Lightning.
 
 ``FAdam`` (pytorch-optimizer's, checked against the paper) is imported lazily: ``from lightning_info.optim import
-FAdam`` needs the ``fadam`` extra.
+FAdam`` needs the ``fadam`` extra. ``SharpnessAwarePrecision`` (a Lightning plugin) is loaded on first access, so the
+optimizers themselves do not import Lightning.
 """
 
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info.optim.fadam import fadam_class
 from lightning_info.optim.gam import GAM
-from lightning_info.optim.precision import SharpnessAwarePrecision
 from lightning_info.optim.sam import SAM
 from lightning_info.optim.sharpness_aware import NonFiniteGradientError, SharpnessAwareOptimizer
 
@@ -27,4 +27,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "FAdam":
         return fadam_class()
+    if name == "SharpnessAwarePrecision":  # the Lightning plugin: loads Lightning on first access only
+        from lightning_info.optim.precision import SharpnessAwarePrecision
+
+        return SharpnessAwarePrecision
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,18 +10,12 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_info._internal.validation import check_int
+from lightning_info._internal.validation import check_bool, check_int
 from lightning_info.optim._passes import Closure, ClosurePasses
 
 
 class NonFiniteGradientError(RuntimeError):
     """A gradient norm needed by the sharpness-aware step is NaN or Inf (the step did not change any weight)."""
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
-    return value
 
 
 def global_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
@@ -103,8 +97,8 @@ class SharpnessAwareOptimizer(Optimizer):
         if issubclass(base_optimizer, SharpnessAwareOptimizer):
             raise TypeError(f"base_optimizer must not itself be sharpness-aware, got {base_optimizer.__name__}")
         self.interval = check_int("interval", interval, min_value=1)
-        self.reuse_rng = _check_bool("reuse_rng", reuse_rng)
-        self.sync_perturbation = _check_bool("sync_perturbation", sync_perturbation)
+        self.reuse_rng = check_bool("reuse_rng", reuse_rng)
+        self.sync_perturbation = check_bool("sync_perturbation", sync_perturbation)
         self._own_defaults = dict(defaults)
         super().__init__(params, defaults)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)

@@ -181,7 +181,7 @@ def test_undefined_metric_is_skipped_with_a_warning(tmp_path: Path) -> None:
 
 def test_info_plane_rejects_targets_out_of_range(tmp_path: Path) -> None:
     monitor = InformationMonitor(["net.2"], [], every_n_steps=1, info_plane=True, num_classes=2)  # data: 3 classes
-    with pytest.raises(ValueError, match=r"targets must be < num_classes \(2\), got 2"):
+    with pytest.raises(ValueError, match=r"targets must hold class indices in \[0, 1\], got 2"):
         _fit(MLPClassifier(), [monitor], tmp_path, max_steps=1, limit_val_batches=0)
 
 

@@ -285,7 +285,7 @@ def test_log_space_matches_loop_reference_where_kernels_underflow() -> None:
 def test_memory_is_quadratic_never_n_n_d() -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from lightning_info.losses.functional.cauchy_schwarz import ib_terms
+    from lightning_info.functional.kernels import ib_terms
 
     n, d = 128, 256  # an (n, n, d) float32 tensor would be 16 MiB; an (n, n) float64 one is 128 KiB
     g = torch.Generator().manual_seed(13)

@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from lightning_info._internal.validation import check_int, check_probabilities, check_tensor
-from lightning_info.metrics.functional._utils import check_bool, log_base, plogp_entropy, upcast
+from lightning_info._internal.dtypes import upcast
+from lightning_info._internal.validation import check_bool, check_int, check_probabilities, check_range, check_tensor
 
-__all__ = ["shannon_entropy"]
+__all__ = ["log_base", "plogp_entropy", "renyi_entropy", "shannon_entropy"]
+
+
+def log_base(base: float | str) -> float:
+    """Return ``log(base)``, the divisor turning nats into units of ``base`` (``"e"``: nats, 2: bits)."""
+    if base == "e":
+        return 1.0
+    if isinstance(base, str):
+        raise ValueError(f"base must be 'e' or a positive number other than 1, got {base!r}")
+    value = check_range("base", base, 0.0, low_inclusive=False)
+    if value == 1.0:
+        raise ValueError(f"base must be 'e' or a positive number other than 1, got {base!r}")
+    return math.log(value)
+
+
+def plogp_entropy(p: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+    r"""Shannon entropy :math:`-\sum p \log p` (nats) along ``dim`` (all dims if ``None``), with :math:`0\log 0 = 0`.
+
+    Written as ``0 - sum`` so that deterministic distributions give ``+0.0``, not ``-0.0``.
+    """
+    terms = torch.special.xlogy(p, p)
+    return 0.0 - (terms.sum() if dim is None else terms.sum(dim=dim))
+
+
+def renyi_entropy(p: Tensor, order: float) -> Tensor:
+    r"""Rényi entropy (nats) of a probability vector: :math:`\frac{1}{1-\alpha}\log\sum_i p_i^\alpha`.
+
+    ``order=1`` is the Shannon entropy :math:`-\sum_i p_i \log p_i` and ``order=inf`` the min-entropy
+    :math:`-\log \max_i p_i`. Zero entries are left out (:math:`0 \log 0 = 0`).
+    """
+    if order == 1.0:
+        return plogp_entropy(p)
+    if order == math.inf:
+        return -torch.log(p.max())
+    positive = p[p > 0]
+    return torch.log(positive.pow(order).sum()) / (1.0 - order)
 
 
 def _check_dim(x: Tensor, dim: object) -> int:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_info._internal.validation import check_int, check_range
-from lightning_info.metrics.functional._utils import (
+from lightning_info._internal.validation import (
     check_bool,
+    check_int,
     check_labels,
     check_max_samples,
+    check_range,
     check_samples,
-    log_base,
-    plogp_entropy,
 )
+from lightning_info.functional.entropy import log_base, plogp_entropy
 
-__all__ = ["diffusion_spectral_entropy", "diffusion_spectral_mutual_information"]
+__all__ = [
+    "DEFAULT_MAX_SAMPLES",
+    "DEFAULT_REPETITIONS",
+    "DEFAULT_SIGMA",
+    "DEFAULT_T",
+    "check_dse_args",
+    "diffusion_spectral_entropy",
+    "diffusion_spectral_mutual_information",
+]
 
 DEFAULT_SIGMA = 10.0
 DEFAULT_T = 1
@@ -50,7 +58,7 @@ def _dse(z: Tensor, sigma: float, t: float, scale: float) -> Tensor:
     return plogp_entropy(powered / powered.sum(dim=-1, keepdim=True), dim=-1) / scale
 
 
-def _check_dse_args(sigma: object, t: object, base: float | str) -> tuple[float, float, float]:
+def check_dse_args(sigma: object, t: object, base: float | str) -> tuple[float, float, float]:
     """Validate ``sigma > 0``, ``t > 0`` and the log base; return them with ``log(base)``."""
     return (
         check_range("sigma", sigma, 0.0, low_inclusive=False),
@@ -117,7 +125,7 @@ def diffusion_spectral_entropy(
         0.0
     """
     z = check_samples("z", z)
-    sigma_, t_, scale = _check_dse_args(sigma, t, base)
+    sigma_, t_, scale = check_dse_args(sigma, t, base)
     cap = check_max_samples(max_samples)
     index = _subsample_index(z.shape[0], cap, torch.Generator().manual_seed(check_int("seed", seed)))
     if index is not None:
@@ -177,7 +185,7 @@ def diffusion_spectral_mutual_information(
     """
     z = check_samples("z", z)
     labels = check_labels("labels", labels, z.shape[0])
-    sigma_, t_, scale = _check_dse_args(sigma, t, base)
+    sigma_, t_, scale = check_dse_args(sigma, t, base)
     matched = check_bool("matched_subsets", matched_subsets)
     repetitions = check_int("num_repetitions", num_repetitions, min_value=1)
     cap = check_max_samples(max_samples)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from lightning_info._internal.validation import check_range, check_tensor
-from lightning_info.metrics.functional._utils import check_finite, upcast
+from lightning_info._internal.dtypes import upcast
+from lightning_info._internal.validation import check_finite, check_range, check_tensor
 
 
 def _check_scores(scores: object) -> Tensor:
@@ -66,7 +66,7 @@ def infonce(scores: Tensor) -> Tensor:
 
     Example:
         >>> import torch
-        >>> from lightning_info.metrics.functional import infonce
+        >>> from lightning_info.functional import infonce
         >>> round(float(infonce(torch.eye(4) * 100)), 4)  # a perfect critic reaches log(4)
         1.3863
     """
@@ -92,7 +92,7 @@ def nwj(scores: Tensor) -> Tensor:
 
     Example:
         >>> import torch
-        >>> from lightning_info.metrics.functional import nwj
+        >>> from lightning_info.functional import nwj
         >>> round(float(nwj(torch.ones(3, 3))), 4)  # T = 1 everywhere: 1 - e^0 = 0
         0.0
     """
@@ -130,7 +130,7 @@ def mine(scores: Tensor, ema: Tensor | None = None, ema_rate: float = 0.01) -> t
 
     Example:
         >>> import torch
-        >>> from lightning_info.metrics.functional import mine
+        >>> from lightning_info.functional import mine
         >>> bound, ema = mine(torch.zeros(3, 3))
         >>> float(bound), float(ema)
         (0.0, 0.0)
@@ -178,7 +178,7 @@ def smile(scores: Tensor, clip: float | None = 5.0) -> Tensor:
 
     Example:
         >>> import torch
-        >>> from lightning_info.metrics.functional import smile
+        >>> from lightning_info.functional import smile
         >>> scores = torch.full((4, 4), -20.0).fill_diagonal_(3.0)
         >>> round(float(smile(scores, clip=5.0)), 4)  # partition clipped at e^-5: 3 - (-5)
         8.0

@@ -22,34 +22,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_info._internal.validation import check_int, check_probabilities, check_range, check_tensor
+from lightning_info._internal.dtypes import upcast
+from lightning_info._internal.validation import (
+    check_int,
+    check_labels,
+    check_probabilities,
+    check_range,
+    check_tensor,
+    labels_out_of_range,
+)
 
-__all__ = ["conditional_mutual_information"]
+__all__ = [
+    "DEFAULT_EPS",
+    "centroids_from_statistics",
+    "check_eps",
+    "check_inputs",
+    "class_statistics",
+    "conditional_mutual_information",
+    "kl_to_centroids",
+]
 
 DEFAULT_EPS = 1e-8
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def check_targets(target: object, num_classes: int, rows: int, *, check_range: bool = True) -> Tensor:
-    """Check integer labels of shape ``(rows,)`` in ``[0, num_classes)`` and return them as ``int64``.
-
-    ``check_range=False`` leaves the range to :func:`class_statistics` (which checks it without a host sync).
-    """
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    if target.shape != (rows,):
-        raise ValueError(f"target must have shape ({rows},) (one label per sample), got {tuple(target.shape)}")
-    if check_range and rows:
-        low, high = (int(v) for v in torch.aminmax(target))
-        if low < 0 or high >= num_classes:
-            raise _out_of_range(num_classes, low if low < 0 else high)
-    return target.long()
-
-
-def _out_of_range(num_classes: int, bad: int) -> ValueError:
-    return ValueError(f"target must hold class indices in [0, {num_classes - 1}], got {bad}")
 
 
 def check_eps(eps: object) -> float:
@@ -68,10 +61,10 @@ def class_statistics(probs: Tensor, target: Tensor, num_classes: int) -> tuple[T
     except RuntimeError as error:  # bincount refuses negative values; anything else is not ours to rename
         low = int(target.min()) if target.numel() else 0
         if low < 0:
-            raise _out_of_range(num_classes, low) from error
+            raise labels_out_of_range("target", num_classes, low) from error
         raise
     if counts.shape[0] > num_classes:
-        raise _out_of_range(num_classes, int(target.max()))
+        raise labels_out_of_range("target", num_classes, int(target.max()))
     sums = probs.new_zeros(num_classes, probs.shape[1]).index_add_(0, target, probs)
     return sums, counts.to(probs.dtype)
 
@@ -96,8 +89,8 @@ def check_inputs(probs: object, target: object, num_classes: int) -> tuple[Tenso
     if p.shape[1] != num_classes:
         raise ValueError(f"probs must have num_classes={num_classes} columns, got shape {tuple(p.shape)}")
     check_probabilities("probs", p, 1, hint="apply softmax to logits first")
-    labels = check_targets(target, num_classes, p.shape[0]).to(p.device)
-    return (p.float() if p.dtype in _LOW_PRECISION else p), labels
+    labels = check_labels("target", target, p.shape[0], num_classes).to(p.device)
+    return upcast(p), labels
 
 
 def conditional_mutual_information(

@@ -1,0 +1,224 @@
+r"""Spectral information measures of a batch of representations, all from one Gram spectrum.
+
+- :func:`matrix_entropy`: matrix-based Rényi-alpha entropy (Giraldo, Rao & Príncipe, 2015).
+- :func:`vendi_score`: the effective number of distinct samples (Friedman & Dieng, 2023).
+- :func:`matrix_nuclear_norm`: the Matrix Nuclear-Norm score (Li et al., 2024), fast L1,2 and exact SVD modes.
+
+Matrix entropy and the Vendi Score share :func:`gram_spectrum`, the normalised nonzero eigenvalues of
+:math:`ZZ^\top` computed through the smaller of the two Gram matrices.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from lightning_info._internal.dtypes import upcast
+from lightning_info._internal.validation import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_order,
+    check_samples,
+    check_tensor,
+)
+from lightning_info.functional.entropy import renyi_entropy
+
+__all__ = ["MODES", "gram_spectrum", "matrix_entropy", "matrix_nuclear_norm", "spectrum_distribution", "vendi_score"]
+
+MODES = ("fast", "exact")
+_EPS = 1e-12  # the row-norm floor of ``F.normalize``
+_UNIT_NORM_TOLERANCE = 1e-4
+
+
+def spectrum_distribution(eigenvalues: Tensor) -> Tensor:
+    """Clip round-off (eigenvalues below ``n * eps * max``, negatives included) to 0 and normalise to sum 1."""
+    tol = eigenvalues.shape[-1] * torch.finfo(eigenvalues.dtype).eps * eigenvalues.abs().max()
+    kept = torch.where(eigenvalues > tol, eigenvalues, torch.zeros_like(eigenvalues))
+    return kept / kept.sum()
+
+
+def gram_spectrum(z: Tensor) -> Tensor:
+    r"""Eigenvalues of :math:`A = ZZ^\top / \mathrm{tr}(ZZ^\top)` (nonzero part), through the smaller Gram matrix.
+
+    :math:`ZZ^\top` (N x N) and :math:`Z^\top Z` (d x d) share their nonzero eigenvalues, so ``eigvalsh`` runs on
+    the ``min(N, d)``-sized one. Returned as a probability vector (round-off clipped, sums to 1).
+    """
+    gram = z @ z.T if z.shape[0] <= z.shape[1] else z.T @ z
+    return spectrum_distribution(torch.linalg.eigvalsh(gram))
+
+
+def matrix_entropy(z: Tensor, alpha: float = 1.0, center: bool = False) -> Tensor:
+    r"""Matrix-based Rényi :math:`\alpha`-entropy of ``N`` representations (nats).
+
+    Giraldo, Rao & Príncipe, "Measures of Entropy from Data Using Infinitely Divisible Kernels" (IEEE Trans. Inf.
+    Theory, 2015), the matrix-based Rényi :math:`\alpha`-entropy: with the rows of :math:`Z` L2-normalised (so
+    :math:`K = ZZ^\top` is the cosine kernel, :math:`K_{ii}=1`) and :math:`A = K / \mathrm{tr}(K)` (trace 1),
+
+    .. math:: S_\alpha(A) = \frac{1}{1-\alpha} \log \mathrm{tr}(A^\alpha)
+              = \frac{1}{1-\alpha} \log \sum_i \lambda_i(A)^\alpha,
+
+    with the limit :math:`S_1(A) = -\sum_i \lambda_i \log \lambda_i` (von Neumann entropy) and
+    :math:`S_\infty(A) = -\log \max_i \lambda_i`. The N x N Gram :math:`ZZ^\top` and the d x d covariance
+    :math:`Z^\top Z` have the same nonzero eigenvalues, so ``eigvalsh`` runs on the smaller one: the value does not
+    depend on the choice. Rank-1 representations give 0; ``r`` orthonormal directions used equally give
+    :math:`\log r`. ``center=True`` first removes the column means: the "matrix entropy" of LLM representations
+    of Wei et al. (2024), which the Matrix Nuclear-Norm paper compares against (they also report it divided by
+    :math:`\log d`). Giraldo et al. use bits; divide by :math:`\log 2` for them. Cost:
+    :math:`O(N d \min(N, d) + \min(N, d)^3)`.
+
+    Args:
+        z: ``(N, d)`` representations, ``N >= 2``; any float dtype (computed in float64). All-zero rows are
+            ignored (they have no direction).
+        alpha: Rényi order :math:`\alpha \in (0, \infty]`; 1 is the von Neumann (Shannon) limit.
+        center: subtract the mean representation before normalising the rows.
+
+    Returns:
+        0-dim float64 tensor in :math:`[0, \log \min(N, d)]`.
+
+    Raises:
+        TypeError: if ``z`` is not a floating tensor or ``center`` not a bool.
+        ValueError: on a wrong rank, ``N < 2``, NaN/Inf, all rows zero, or ``alpha`` outside ``(0, inf]``.
+
+    Example:
+        >>> import torch
+        >>> round(float(matrix_entropy(torch.eye(4))), 4)  # log(4)
+        1.3863
+        >>> float(matrix_entropy(torch.tensor([[1.0, 2.0], [2.0, 4.0], [-3.0, -6.0]])))  # rank 1
+        0.0
+    """
+    z = check_samples("z", z)
+    order = check_order("alpha", alpha)
+    if check_bool("center", center):
+        z = z - z.mean(dim=0, keepdim=True)
+    z = F.normalize(z, dim=1)
+    if not bool(z.any()):
+        raise ValueError("z has only all-zero rows: the matrix entropy is undefined")
+    return renyi_entropy(gram_spectrum(z), order)
+
+
+def _row_norms(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x, ||x_i||)`` for finite float64 ``x``; NaN/Inf raise, rows too large to square are rescaled first.
+
+    The norms are one pass over ``x`` and a NaN/Inf anywhere in ``x`` makes its row norm non-finite, so the full
+    check runs only then (the cosine kernel does not change when all rows are scaled by the same factor).
+    """
+    norms = torch.linalg.vector_norm(x, dim=1)
+    if not bool(torch.isfinite(norms).all()):
+        check_finite("x", x)  # raises on NaN/Inf; otherwise a norm overflowed
+        x = x / x.abs().amax()
+        norms = torch.linalg.vector_norm(x, dim=1)
+    return x, norms
+
+
+def vendi_score(x: Tensor, q: float = 1.0, normalize: bool = True) -> Tensor:
+    r"""Vendi Score of order ``q`` of ``N`` samples with the cosine-similarity (linear) kernel.
+
+    Friedman & Dieng, "The Vendi Score: A Diversity Evaluation Metric for Machine Learning" (TMLR 2023), and its
+    order-q family (Pasarkar & Dieng, 2023): for a kernel matrix :math:`K` with :math:`K_{ii}=1` and
+    :math:`\lambda_i` the eigenvalues of :math:`K/N`,
+
+    .. math:: \mathrm{VS}_q = \exp\Big(\frac{1}{1-q}\log\sum_i \lambda_i^q\Big),\qquad
+              \mathrm{VS}_1 = \exp\Big(-\sum_i \lambda_i\log\lambda_i\Big),\qquad
+              \mathrm{VS}_\infty = 1/\max_i \lambda_i.
+
+    Here :math:`K = \hat X\hat X^\top` with the rows of :math:`\hat X` the L2-normalised samples, so the nonzero
+    :math:`\lambda_i` are those of the d x d :math:`\hat X^\top \hat X / N` (the "dual" of the ``vendi-score``
+    package's ``score_dual``): the d x d matrix is decomposed when ``d < N``, the N x N one otherwise, in float64
+    (agrees with ``score_dual`` to ~1e-15). ``N`` identical samples score 1, ``N`` orthogonal ones ``N``.
+
+    Args:
+        x: ``(N, d)`` features, ``N >= 2``; any float dtype (computed in float64).
+        q: order :math:`q \in (0, \infty]` (``float("inf")`` allowed).
+        normalize: L2-normalise the rows (cosine kernel). With ``False`` the rows must already have unit norm,
+            as the score is only defined for :math:`K_{ii} = 1`.
+
+    Returns:
+        0-dim float64 tensor in :math:`[1, \min(N, d)]`.
+
+    Raises:
+        TypeError: if ``x`` is not a floating tensor or ``normalize`` not a bool.
+        ValueError: on a wrong rank, ``N < 2``, NaN/Inf, a zero row, rows without unit norm when
+            ``normalize=False``, or ``q`` outside ``(0, inf]``.
+
+    Example:
+        >>> import torch
+        >>> float(vendi_score(torch.eye(4)))
+        4.0
+        >>> round(float(vendi_score(torch.ones(5, 3), q=2.0)), 4)
+        1.0
+    """
+    x = check_tensor("x", x, ndim=2, min_rows=2, finite=False)
+    if x.shape[1] < 1:
+        raise ValueError(f"x must have at least one feature column, got shape {tuple(x.shape)}")
+    order = check_order("q", q)
+    check_bool("normalize", normalize)
+    x, norms = _row_norms(x.to(torch.float64))
+    if normalize:
+        if not bool((norms > 0).all()):
+            raise ValueError("x has an all-zero row: its cosine similarity is undefined")
+        x = x / norms[:, None]
+    elif not bool(torch.allclose(norms, torch.ones_like(norms), rtol=0.0, atol=_UNIT_NORM_TOLERANCE)):
+        raise ValueError("with normalize=False the rows of x must have unit L2 norm (the kernel needs K_ii = 1)")
+    return torch.exp(renyi_entropy(gram_spectrum(x), order))
+
+
+def matrix_nuclear_norm(z: Tensor, mode: str = "fast") -> Tensor:
+    r"""Matrix Nuclear-Norm of ``N`` representations, normalised by ``N``.
+
+    Li, Xia, Chang & Wu, "Large Language Model Evaluation via Matrix Nuclear-Norm" (2024). The representation matrix
+    is centred (column means removed) and its rows L2-normalised, :math:`\hat Z`, as in the authors' reference
+    implementation; then, with :math:`D = \min(N, d)`,
+
+    - ``mode="exact"``: :math:`\|\hat Z\|_* / N = \sum_{i=1}^{D} \sigma_i(\hat Z) / N` (SVD, :math:`O(ND^2)`).
+    - ``mode="fast"``: the paper's :math:`L_{1,2}`-norm approximation (its Eq. for "Matrix Nuclear-Norm"),
+      :math:`\sum_{j=1}^{D} \|\hat Z_{:,(j)}\|_2 / N`, the sum of the ``D`` largest column L2 norms
+      (:math:`O(Nd)`, no SVD).
+
+    How the two differ: when :math:`N \ge d` all ``d`` columns are kept and the triangle inequality gives
+    ``fast >= exact`` (:math:`\|\hat Z\|_* \le \sum_j \|\hat Z_{:,j}\|_2`), with equality iff the columns are
+    mutually orthogonal (then the column norms are the singular values). Both are at least
+    :math:`\|\hat Z\|_F / N = \sqrt{N'}/N` (:math:`N'` nonzero rows) and at most :math:`\sqrt{D N'}/N`. When
+    :math:`N < d` the top-``D`` truncation drops columns and the approximation may fall on either side of the
+    exact value. Correlated (redundant) features inflate ``fast`` relative to ``exact``.
+
+    Args:
+        z: ``(N, d)`` representations, ``N >= 2``; float16/bfloat16 are computed in float32 ("fast") or float64
+            ("exact").
+        mode: ``"fast"`` (L1,2 approximation) or ``"exact"`` (singular values).
+
+    Returns:
+        0-dim tensor (float32/float64 for "fast", float64 for "exact").
+
+    Raises:
+        TypeError: if ``z`` is not a floating tensor.
+        ValueError: on a wrong rank, ``N < 2``, NaN/Inf, or an unknown ``mode``.
+
+    Example:
+        >>> import torch
+        >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # orthogonal columns
+        >>> round(float(matrix_nuclear_norm(z)), 4), round(float(matrix_nuclear_norm(z, mode="exact")), 4)
+        (0.7071, 0.7071)
+    """
+    check_tensor("z", z, ndim=2, min_rows=2, finite=False)
+    check_choice("mode", mode, MODES)
+    n, d = z.shape
+    if mode == "exact":
+        return torch.linalg.svdvals(_centred_unit_rows(check_finite("z", z).to(torch.float64))).sum() / n
+    # column norms of the centred, row-normalised matrix without forming it: ||Z_j||^2 = sum_i c_ij^2 / ||c_i||^2
+    zf = upcast(z)
+    squares = (zf - zf.mean(dim=0, keepdim=True)).square_()
+    inverse_sq_row_norms = squares.sum(dim=1).clamp_min_(_EPS**2).reciprocal_()  # F.normalize's eps: zero rows stay 0
+    column_norms = (inverse_sq_row_norms @ squares).sqrt_()
+    if n < d:
+        column_norms = torch.topk(column_norms, n, sorted=False).values
+    value = column_norms.sum() / n
+    if not bool(torch.isfinite(value)):  # a NaN/Inf in z reaches the value: no extra pass over z when it is finite
+        check_finite("z", z)
+    return value
+
+
+def _centred_unit_rows(z: Tensor) -> Tensor:
+    """Remove the column means, then L2-normalise the rows (zero rows stay zero)."""
+    return F.normalize(z - z.mean(dim=0, keepdim=True), dim=1, eps=_EPS)
