@@ -55,17 +55,38 @@ class _LossTermDispatcher:
             if output is None or not self.module.automatic_optimization:
                 return output
             if isinstance(output, Tensor):
-                return output + self.total()
+                total = self.total()  # the terms are checked first: a NaN input is blamed on the part it reached
+                return self._check_user_loss(output) + total
             if isinstance(output, dict) and "loss" in output:
-                return {**output, "loss": output["loss"] + self.total()}
+                total = self.total()
+                return {**output, "loss": self._check_user_loss(output["loss"]) + total}
             return output
 
         @functools.wraps(original_backward)
         def manual_backward(loss: Tensor, *args: Any, **kwargs: Any) -> None:
-            original_backward(loss + self.total(), *args, **kwargs)
+            total = self.total()
+            original_backward(self._check_user_loss(loss) + total, *args, **kwargs)
 
         pl_module.__dict__["training_step"] = training_step
         pl_module.__dict__["manual_backward"] = manual_backward
+
+    def _check_user_loss(self, loss: Tensor) -> Tensor:
+        """Stop before the optimizer step when the user's own loss is NaN/Inf, naming it (not a term) as the source.
+
+        Runs after the terms were computed and checked (a NaN that reached a term is reported by that term's callback);
+        only when a registered callback checks its term (``check_finite=True``, the default): the total would be
+        non-finite too, and the error would otherwise come one step later, from a term, with the weights already NaN.
+        """
+        checking = [c for c in self.callbacks if c.check_finite]
+        if checking and isinstance(loss, Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            step = self.trainer.global_step if self.trainer is not None else "?"
+            names = ", ".join(type(c).__name__ for c in checking)
+            value = loss.detach().flatten()[0].item()
+            raise RuntimeError(
+                f"the loss returned by {type(self.module).__name__}.training_step is {value} at global step {step}, "
+                f"before the loss terms ({names}) were added; training stopped before the optimizer saw it"
+            )
+        return loss
 
     def total(self) -> Tensor | float:
         """Sum of ``weight * term`` over the registered callbacks for the current batch (logs each term)."""

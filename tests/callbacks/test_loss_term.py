@@ -168,6 +168,48 @@ def test_non_finite_term_raises_and_restores(tmp_path: Path) -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+class NaNAtStep(MLPClassifier):
+    """The user's own loss becomes NaN at one step (the loss terms stay finite)."""
+
+    def __init__(self, nan_step: int) -> None:
+        super().__init__()
+        self.nan_step = nan_step
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.global_step == self.nan_step else loss
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_non_finite_user_loss_is_blamed_on_the_user_before_the_step(tmp_path: Path, manual: bool) -> None:
+    model = NaNAtStep(nan_step=1)
+    if manual:
+        model.automatic_optimization = False
+
+        def manual_step(batch: Any, batch_idx: int) -> None:
+            optimizer = model.optimizers()
+            optimizer.zero_grad()
+            loss = MLPClassifier.training_step(model, batch, batch_idx)
+            model.manual_backward(loss * float("nan") if model.global_step == model.nan_step else loss)
+            optimizer.step()
+
+        model.training_step = manual_step  # type: ignore[method-assign]
+    before: dict[str, Tensor] = {}
+
+    class Snapshot(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            before.update({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+    trainer = Trainer(callbacks=[Snapshot(), ConstantTerm(1.0, weight=1.0)], **trainer_kwargs(tmp_path))
+    with pytest.raises(
+        RuntimeError, match=r"loss returned by NaNAtStep.training_step is nan at global step 1.*ConstantTerm"
+    ):
+        trainer.fit(model, loader(classification_data()))
+    for name, value in model.state_dict().items():  # the NaN step changed nothing
+        assert torch.equal(value, before[name]), name
+    assert "training_step" not in model.__dict__ or manual
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="weight must be a real number"):
         ConstantTerm(1.0, weight="big")  # type: ignore[arg-type]
