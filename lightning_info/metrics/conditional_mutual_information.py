@@ -81,10 +81,12 @@ class ConditionalMutualInformation(Metric):
         p, labels = check_inputs(probs, target, self.num_classes)
         p = p.detach().to(self.class_sums.device, torch.float64)
         sums, counts = class_statistics(p, labels.to(p.device), self.num_classes)
-        self.class_sums += sums
-        self.class_counts += counts
-        self.plogp += (p * p.clamp_min(self.eps).log()).sum()
-        self.total += p.shape[0]
+        # out of place: states reset inside an inference-mode loop (trainer.validate) are inference tensors, which
+        # a later update outside inference mode may read but not modify
+        self.class_sums = self.class_sums + sums
+        self.class_counts = self.class_counts + counts
+        self.plogp = self.plogp + (p * p.clamp_min(self.eps).log()).sum()
+        self.total = self.total + p.shape[0]
 
     def compute(self) -> Tensor:
         """CMI in nats over every sample seen (all processes after a DDP sync)."""

@@ -55,8 +55,9 @@ class ShannonEntropy(Metric):
 
     def update(self, x: Tensor) -> None:
         total, count = _shannon_entropy_update(x.detach(), self.from_logits, self.base)
-        self.total += total.to(self.total.device)
-        self.count += count.to(self.count.device)
+        # out of place: states reset in inference mode (trainer.validate) stay updatable outside it
+        self.total = self.total + total.to(self.total.device)
+        self.count = self.count + count.to(self.count.device)
 
     def compute(self) -> Tensor:
         return _mean_compute(self.total, self.count)

@@ -222,3 +222,16 @@ def test_bad_arguments_and_inputs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"same shape, got student \(16, 3\) and teacher \(16, 4\)"):
         Trainer(**trainer_kwargs(tmp_path)).fit(module, loader(classification_data(n=32)))
     assert MCMICallback(3, layer="a").state_key != MCMICallback(3, layer="b").state_key
+
+
+def test_validate_then_fit_with_the_same_callback(tmp_path: Path) -> None:
+    """Regression: the validation metric's states, reset inside ``trainer.validate``'s inference mode, were inference
+    tensors that the next ``fit`` could not update in place."""
+    torch.manual_seed(0)
+    model, data = MLPClassifier(), loader(classification_data())
+    callback = MCMICallback(num_classes=3, lam=0.1)
+    Trainer(callbacks=[callback], **trainer_kwargs(tmp_path)).validate(model, data, verbose=False)
+    recorder = Recorder()
+    trainer = Trainer(callbacks=[callback, recorder], **trainer_kwargs(tmp_path, limit_val_batches=2))
+    trainer.fit(model, data, data)
+    assert math.isfinite(float(trainer.callback_metrics["mcmi/val_cmi"]))
