@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,73 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     )
     w0, w1 = torch.load(tmp_path / "w0.pt"), torch.load(tmp_path / "w1.pt")
     torch.testing.assert_close(w0, w1, rtol=0, atol=0)
+
+
+class CountingTerm(ConstantTerm):
+    def __init__(self, value: float, weight: float, log_key: str | None = "test/const") -> None:
+        super().__init__(value, weight, log_key)
+        self.calls = 0
+
+    def compute_loss_term(self, trainer, pl_module, batch, batch_idx):
+        self.calls += 1
+        return super().compute_loss_term(trainer, pl_module, batch, batch_idx)
+
+
+def test_manual_optimization_computes_the_term_once_per_step(tmp_path: Path) -> None:
+    class Manual(MLPClassifier):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+            self.returned: list[float] = []
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            x, y = batch
+            loss = self.loss(self(x), y)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            return loss
+
+    term = CountingTerm(2.0, 4.0)
+    returned: list[float] = []
+
+    class Outputs(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            returned.append(float(outputs["loss"]))
+
+    model = Manual()
+    _fit(model, [term, Outputs()], tmp_path, max_steps=3)
+    assert term.calls == 3  # once per manual_backward, never again on the returned loss
+    assert all(math.isfinite(v) and v < 4.0 for v in returned)  # the returned loss is the user's, no term added
+
+
+def test_a_skipped_term_does_not_hide_the_next_callbacks_term(tmp_path: Path) -> None:
+    class Skip(LossTermCallback):
+        def compute_loss_term(self, trainer, pl_module, batch, batch_idx):
+            return None
+
+    model = MLPClassifier(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.0))
+    plain, both = RecordLosses(), RecordLosses()
+    _fit(model, [plain], tmp_path)
+    _fit(model, [Skip(1.0), ConstantTerm(0.5, 2.0), both], tmp_path)
+    for a, b in zip(plain.losses, both.losses, strict=True):
+        assert b - a == pytest.approx(1.0, abs=1e-6)
+
+
+def test_validate_leaves_training_step_unwrapped(tmp_path: Path) -> None:
+    model = MLPClassifier()
+    term = CountingTerm(1.0, 1.0)
+    trainer = Trainer(callbacks=[term], **trainer_kwargs(tmp_path))
+    trainer.validate(model, loader(classification_data()), verbose=False)
+    assert "training_step" not in model.__dict__ and "manual_backward" not in model.__dict__
+    assert term.calls == 0
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_an_infinite_term_raises_like_a_nan(tmp_path: Path, value: float) -> None:
+    model = MLPClassifier()
+    trainer = Trainer(callbacks=[ConstantTerm(value, weight=1.0)], **trainer_kwargs(tmp_path))
+    with pytest.raises(RuntimeError, match=r"ConstantTerm: the loss term \(test/const\) is -?inf at global step 0"):
+        trainer.fit(model, loader(classification_data()))
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -391,6 +391,12 @@ def test_always_train_include_exclude() -> None:
         topk_masks(fisher, 0.5, include="head")  # type: ignore[arg-type]
 
 
+def test_always_train_that_exactly_fills_the_budget() -> None:
+    fisher = {"body.weight": torch.arange(12.0), "head.weight": torch.zeros(4)}  # 16 entries, k = 4 = the head
+    masks = topk_masks(fisher, 0.25, always_train=["head"])
+    assert masks["head.weight"].all() and not masks["body.weight"].any()
+
+
 @pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5, float("nan")])
 def test_topk_bad_keep_ratio(ratio: float) -> None:
     with pytest.raises(ValueError, match="keep_ratio must"):

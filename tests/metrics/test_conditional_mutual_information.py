@@ -96,6 +96,9 @@ def test_given_centroids_and_the_clamp_keeps_kl_finite() -> None:
     value = cmi(p, torch.tensor([0]), 3, zero, eps=eps)
     assert float(value) == pytest.approx(0.5 * math.log(0.5) + 0.5 * (math.log(0.5) - math.log(eps)), rel=1e-12)
     assert float(value) <= -math.log(eps)
+    # the default clamp is 1e-8 (the bound log(1/eps) = 18.42 nats that keeps CE - lam * CMI bounded below)
+    value = cmi(p, torch.tensor([0]), 3, zero)
+    assert float(value) == pytest.approx(0.5 * math.log(0.5) + 0.5 * (math.log(0.5) - math.log(1e-8)), rel=1e-12)
 
 
 def test_gradcheck_float64_with_batch_centroids() -> None:
