@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_info._internal.validation import check_bool
 from lightning_info.functional import (
     conditional_mutual_information,
     diffusion_spectral_entropy,
@@ -52,15 +53,32 @@ INFORMATION_METRICS: dict[str, InformationMetric] = {
 }
 
 
-def register_information_metric(name: str, fn: MetricFn, *, needs_targets: bool = False) -> None:
+BUILTIN_METRICS = frozenset(INFORMATION_METRICS)
+
+
+def register_information_metric(
+    name: str, fn: MetricFn, *, needs_targets: bool = False, overwrite: bool = False
+) -> None:
     """Make ``name`` usable in ``InformationMonitor(metrics=[...])``; ``fn(z, targets) -> scalar tensor``.
 
+    Args:
+        name: the metric's name, the last part of its ``info/<layer>/<name>`` key.
+        fn: ``fn(z, targets) -> scalar tensor`` on a layer's ``(N, d)`` activations.
+        needs_targets: ``fn`` needs the batch's ``(N,)`` targets (otherwise it gets ``None``).
+        overwrite: replace a metric registered earlier under ``name`` (built-in metrics are never replaced).
+
     Raises:
-        ValueError: if ``name`` is empty or contains ``"/"`` (it becomes a part of the ``info/<layer>/<name>`` key).
-        TypeError: if ``fn`` is not callable.
+        ValueError: if ``name`` is empty, contains ``"/"`` (it becomes a part of the ``info/<layer>/<name>`` key),
+            names a built-in metric, or is registered already and ``overwrite`` is ``False``.
+        TypeError: if ``fn`` is not callable or ``needs_targets`` / ``overwrite`` is not a bool.
     """
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name must be a non-empty str without '/', got {name!r}")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    check_bool("needs_targets", needs_targets)
+    if name in BUILTIN_METRICS:
+        raise ValueError(f"name {name!r} is a built-in information metric and cannot be replaced; choose another name")
+    if name in INFORMATION_METRICS and not check_bool("overwrite", overwrite):
+        raise ValueError(f"name {name!r} is registered already; pass overwrite=True to replace it")
     INFORMATION_METRICS[name] = InformationMetric(fn, needs_targets)
