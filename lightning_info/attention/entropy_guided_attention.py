@@ -45,9 +45,9 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
 
     Each forward stores, for the regularizer and the monitors:
 
-    - ``last_entropy``: entropy :math:`H` of every attention row, shape ``(batch, heads, N_q)`` (with its graph;
-      meaningless for rows outside ``last_row_mask``, e.g. rows without a valid key, whose output is the mean
-      value where ``nn.MultiheadAttention`` returns NaN);
+    - ``last_entropy``: entropy :math:`H` of every attention row, shape ``(batch, heads, N_q)`` (with its graph in
+      training mode, detached in eval mode; meaningless for rows outside ``last_row_mask``, e.g. rows without a
+      valid key, whose output is the mean value where ``nn.MultiheadAttention`` returns NaN);
     - ``last_max_entropy``: :math:`\log(\#\text{valid keys})` of every row, shape ``(batch, 1, N_q)`` (or
       ``(batch, heads, N_q)`` with a per-head ``attn_mask``);
     - ``last_row_mask``: rows that count (a valid key exists and, for self-attention with ``key_padding_mask``,
@@ -262,7 +262,10 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
                 self_attention=self_attention,
                 dtype=entropy.dtype,
             )
-            self.last_row_mask, self.last_entropy = row_mask, entropy.clamp_min(0.0)
+            entropy = entropy.clamp_min(0.0)
+            # the graph is kept for the regularizer in training only: outside it, a stored graph would keep every
+            # activation of the last forward alive until the next one
+            self.last_row_mask, self.last_entropy = row_mask, entropy if self.training else entropy.detach()
         if self.training and self.dropout > 0.0:
             weights = F.dropout(weights, p=self.dropout)
         out = torch.bmm(weights.view(bsz * heads, n_q, n_k), v)

@@ -181,3 +181,16 @@ def test_bad_arguments_raise() -> None:
     nested = torch.nested.nested_tensor([torch.randn(3, 8), torch.randn(2, 8)])
     with pytest.raises(ValueError, match="enable_nested_tensor=False"):
         ega(nested, nested, nested)
+
+
+def test_eval_mode_keeps_no_graph_in_last_entropy() -> None:
+    """Regression: outside training the stored entropies held the last forward's whole graph."""
+    attn = EntropyGuidedAttention(16, 4, batch_first=True)
+    x = torch.randn(2, 5, 16)
+    attn.train()
+    attn(x, x, x)
+    assert attn.last_entropy is not None and attn.last_entropy.grad_fn is not None  # the regularizer needs it
+    attn.eval()
+    attn(x, x, x)
+    assert attn.last_entropy is not None and attn.last_entropy.grad_fn is None
+    assert not attn.last_entropy.requires_grad
