@@ -196,7 +196,7 @@ def test_figures_table_and_heatmap_optional(monkeypatch: pytest.MonkeyPatch, tmp
         def log(self, payload: dict) -> None:
             logged.append(payload)
 
-    def Logger() -> SimpleNamespace:  # noqa: N802 -- a trainer whose one logger is a W&B logger with no run
+    def Logger() -> SimpleNamespace:  # a trainer whose one logger is a W&B logger with no run
         logger = WandbLogger(offline=True, save_dir=str(tmp_path))
         logger._experiment = Experiment()
         return SimpleNamespace(loggers=[logger], is_global_zero=True)
