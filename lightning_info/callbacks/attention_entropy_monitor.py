@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
@@ -21,6 +21,8 @@ from typing_extensions import override
 from lightning_info._internal.capture import ActivationCapture
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.callbacks._logging import log_scalars
+from lightning_info.callbacks.capture import CaptureCallback
 from lightning_info.functional.attention import (
     additive_mask,
     attention_entropy_from_qk,
@@ -188,7 +190,7 @@ def measure_attention_entropy(
     return {name: s for name, s in zip(attention, summaries, strict=True) if s is not None}
 
 
-class AttentionEntropyMonitor(Callback):
+class AttentionEntropyMonitor(CaptureCallback):
     r"""Log the per-head attention entropy of a model's ``nn.MultiheadAttention`` modules during training.
 
     Every ``every_n_steps`` optimizer steps, forward hooks (:class:`~lightning_info.utils.ActivationCapture`) keep
@@ -244,7 +246,6 @@ class AttentionEntropyMonitor(Callback):
         self.overload_threshold = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
         self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
         self._attention: dict[str, nn.MultiheadAttention] = {}
-        self._capture: ActivationCapture | None = None
         self._logged_step = -1
 
     @property
@@ -262,31 +263,17 @@ class AttentionEntropyMonitor(Callback):
         step = trainer.global_step
         if step % self.every_n_steps == 0 and step != self._logged_step and self._attention:
             self._logged_step = step  # once per optimizer step, also with gradient accumulation
-            self._capture = _capture(pl_module, list(self._attention)).attach()
+            self.attach_captures(attention=_capture(pl_module, list(self._attention)))
 
     @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._capture is None:
+        if "attention" not in self.captures:
             return
-        captured = dict(self._capture.captured)
-        self._remove_hooks()
+        captured = dict(self.captures["attention"].captured)
+        self.remove_captures()  # the hooks live for this one batch
         summaries = _summaries(self._attention, captured, self.chunk_size, self.max_samples)
         if any(s is not None for s in summaries):
             metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=self._logged_step)
-
-    def _remove_hooks(self) -> None:
-        if self._capture is not None:
-            self._capture.remove()
-            self._capture = None
-
-    @override
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._remove_hooks()
-
-    @override
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._remove_hooks()
+            log_scalars(trainer, metrics, self._logged_step)

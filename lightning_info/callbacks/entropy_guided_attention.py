@@ -13,6 +13,7 @@ from typing_extensions import override
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.callbacks._logging import log_figure, log_scalars
 from lightning_info.callbacks.attention_entropy_monitor import Summary, entropy_summary_metrics
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.functional.attention import head_entropy_summary
@@ -46,8 +47,9 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
     - on the steps where Lightning logs (every ``log_every_n_steps`` optimizer steps), straight to the loggers:
       ``attn_entropy/layer{i}/head{j}`` (mean row entropy, nats), ``attn_entropy/layer{i}/mean`` and
       ``attn_entropy/temperature/layer{i}/head{j}`` (mean over query positions with ``temperature_positions``);
-    - at each training epoch end, to a ``WandbLogger``: ``attn_entropy/heatmap``, the layer x head image of the
-      epoch's mean entropy.
+    - at each training epoch end, to every logger: ``attn_entropy/heatmap``, the layer x head image of the epoch's
+      mean entropy (an image in W&B, TensorBoard and MLflow; a PNG under ``<log_dir>/figures/`` for the others,
+      e.g. ``CSVLogger``).
 
     Args:
         weight: :math:`\lambda`, the multiplier of the regularizer (paper: 1e-5 with its summed penalty; the default
@@ -179,9 +181,7 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
                 per_head = temperature if temperature.ndim == 1 else temperature.mean(-1)
                 for head, value in enumerate(per_head.tolist()):
                     metrics[f"attn_entropy/temperature/layer{layer}/head{head}"] = value
-            per_head_metrics = {k: v for k, v in metrics.items() if k not in _SUMMARY_KEYS}
-            for logger in trainer.loggers:
-                logger.log_metrics(per_head_metrics, step=step)
+            log_scalars(trainer, {k: v for k, v in metrics.items() if k not in _SUMMARY_KEYS}, step)
 
     def _accumulate(self, summaries: list[Summary | None], epoch: int) -> None:
         heads = max(m.num_heads for m in self.attention)
@@ -203,16 +203,11 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epoch_sum is None or self._epoch_count is None or self._epoch != trainer.current_epoch:
             return  # nothing recorded in this epoch
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not trainer.loggers:
             return
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-        if loggers:
-            mean = self._epoch_sum / self._epoch_count.clamp_min(1.0)
-            image = _heatmap(mean.masked_fill(self._epoch_count == 0, float("nan")), trainer.current_epoch)
-            for logger in loggers:
-                logger.log_image(key="attn_entropy/heatmap", images=[image], step=trainer.global_step)
+        mean = self._epoch_sum / self._epoch_count.clamp_min(1.0)
+        figure = _heatmap(mean.masked_fill(self._epoch_count == 0, float("nan")), trainer.current_epoch)
+        log_figure(trainer, "attn_entropy/heatmap", figure, trainer.global_step)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -239,13 +234,10 @@ def _summary(module: EntropyGuidedAttention) -> Summary | None:
 
 
 def _heatmap(matrix: Tensor, epoch: int) -> Any:
-    """Render a layer x head matrix of mean entropies as an RGB array (matplotlib, no pyplot)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """A layer x head matrix of mean entropies as a ``matplotlib.figure.Figure`` (no pyplot)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(1.0 + 0.5 * matrix.shape[1], 1.0 + 0.4 * matrix.shape[0]), dpi=100)
-    canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     shown = axes.imshow(matrix.float().numpy(), cmap="viridis", aspect="auto")
     figure.colorbar(shown, ax=axes, label="entropy (nats)")
@@ -253,5 +245,4 @@ def _heatmap(matrix: Tensor, epoch: int) -> Any:
     axes.set_ylabel("layer")
     axes.set_title(f"attention entropy, epoch {epoch}")
     figure.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return figure

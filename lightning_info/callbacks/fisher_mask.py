@@ -16,7 +16,8 @@ every other entry exactly where it was:
 3. Zero gradients do not stop weight decay, momentum or Adam state from moving a weight. A step post-hook on every
    optimizer (``Optimizer.register_step_post_hook``) therefore writes the frozen entries back from a snapshot taken
    when the masks were set, so they are bit-identical whatever the optimizer does. Cost: one copy of the
-   parameters that are not fully kept, and one ``torch.where`` per optimizer step.
+   parameters that are not fully kept, and one ``torch.where`` per optimizer step. The post-hooks are removed at
+   ``teardown`` and when training raises (``on_exception``), so the optimizer is left as it was.
 
 The Fisher is estimated with the model in ``eval()`` mode (BatchNorm uses running statistics, dropout off). Under
 DDP each rank uses ``ceil(num_samples / world_size)`` samples of its shard, the Fisher is summed over ranks, and the
@@ -46,11 +47,13 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_info._internal.validation import check_choice, check_int, check_range
+from lightning_info.callbacks._logging import log_scalars
 from lightning_info.fisher import empirical_fisher, topk_masks
 from lightning_info.fisher.fisher import LossFn
 
@@ -216,6 +219,14 @@ class FisherMask(Callback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._release()
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        """Remove the optimizer post-hooks and drop the snapshots (a failed fit must not leave them behind)."""
         self._remove_hooks()
         self._masked = []
 
@@ -308,11 +319,12 @@ class FisherMask(Callback):
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         if not trainer.is_global_zero:
             return
-        from lightning.pytorch.loggers import WandbLogger
-
-        for logger in trainer.loggers:
-            extra = _histogram(scores) if isinstance(logger, WandbLogger) else {}
-            logger.log_metrics({**metrics, **extra}, step=trainer.global_step)
+        log_scalars(trainer, metrics, trainer.global_step)
+        wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        histogram = _histogram(scores) if wandb_loggers else {}
+        if histogram:  # a wandb.Histogram: no other logger takes one
+            for logger in wandb_loggers:
+                logger.log_metrics(histogram, step=trainer.global_step)
 
 
 def _histogram(scores: dict[str, Tensor]) -> dict[str, Any]:

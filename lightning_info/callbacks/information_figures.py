@@ -1,7 +1,7 @@
-"""W&B figures of :class:`~lightning_info.callbacks.InformationMonitor`: layer-by-metric heatmap, information plane.
+"""Figures of :class:`~lightning_info.callbacks.InformationMonitor`: layer-by-metric heatmap, information plane.
 
 ``wandb`` and ``matplotlib`` are imported here only, when a figure is logged. Without matplotlib the heatmap
-image is skipped (the same numbers still go to the ``info/metrics_table`` table).
+image is skipped (the same numbers still go to W&B's ``info/metrics_table`` table).
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
+
+from lightning_info.callbacks._logging import log_figure
 
 
 def metric_grid(latest: Mapping[str, float], layers: Sequence[str]) -> tuple[list[str], list[str], list[list[float]]]:
@@ -25,17 +28,15 @@ def metric_grid(latest: Mapping[str, float], layers: Sequence[str]) -> tuple[lis
     return rows, names, [[latest.get(f"info/{layer}/{name}", math.nan) for name in names] for layer in rows]
 
 
-def _heatmap_image(rows: list[str], names: list[str], grid: list[list[float]], step: int) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def heatmap_figure(rows: list[str], names: list[str], grid: list[list[float]], step: int) -> Any:
+    """The layer x metric heatmap as a ``matplotlib.figure.Figure`` (no pyplot: no global figure state)."""
     import numpy as np
-    import wandb
+    from matplotlib.figure import Figure
 
     values = np.array(grid, dtype=float)
     scale = np.nanmax(np.abs(values), axis=0, initial=0.0)  # one colour scale per metric (column)
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 0.5 * len(rows) + 1.5))
+    fig = Figure(figsize=(1.4 * len(names) + 2, 0.5 * len(rows) + 1.5))
+    ax = fig.add_subplot()
     ax.imshow(values / np.where(scale > 0, scale, 1.0), cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -44,34 +45,36 @@ def _heatmap_image(rows: list[str], names: list[str], grid: list[list[float]], s
             ax.text(j, i, f"{values[i, j]:.3g}", ha="center", va="center", color="white", fontsize=8)
     ax.set_title(f"information metrics, step {step} (colour: value / column max |value|)")
     fig.tight_layout()
-    image = wandb.Image(fig)
-    plt.close(fig)
-    return image
+    return fig
 
 
 def log_information_figures(
-    logger: WandbLogger,
+    trainer: Trainer,
     latest: Mapping[str, float],
     plane: Mapping[str, Sequence[Sequence[float]]],
     layers: Sequence[str],
     step: int,
 ) -> None:
-    """Log ``info/metrics_table``, ``info/heatmap`` (with matplotlib) and, when ``plane`` has points, ``info/plane``.
+    """Log ``info/heatmap`` (with matplotlib) to every logger; to W&B also ``info/metrics_table`` and ``info/plane``.
 
-    ``plane`` maps a layer to its ``[step, I(X;T), I(T;Y)]`` points; the scatter shows every layer's trajectory.
+    The W&B values share one row with the heatmap (:func:`~lightning_info.callbacks._logging.log_figure`'s
+    ``wandb_extra``); ``info/plane`` is logged when ``plane`` has points. ``plane`` maps a layer to its
+    ``[step, I(X;T), I(T;Y)]`` points; the scatter shows every layer's trajectory.
     """
-    import wandb
-
     rows, names, grid = metric_grid(latest, layers)
-    table = [[row, *values] for row, values in zip(rows, grid, strict=True)]
-    payload: dict[str, Any] = {
-        "info/metrics_table": wandb.Table(columns=["layer", *names], data=table),
-        "trainer/global_step": step,
-    }
+    wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+    extra: dict[str, Any] = {}
+    if wandb_loggers:
+        import wandb
+
+        table = [[row, *values] for row, values in zip(rows, grid, strict=True)]
+        extra["info/metrics_table"] = wandb.Table(columns=["layer", *names], data=table)
+        points = [[layer, int(s), ixt, ity] for layer, layer_points in plane.items() for s, ixt, ity in layer_points]
+        if points:
+            trajectory = wandb.Table(columns=["layer", "step", "I(X;T)", "I(T;Y)"], data=points)
+            extra["info/plane"] = wandb.plot.scatter(trajectory, "I(X;T)", "I(T;Y)", title="information plane (nats)")
     if importlib.util.find_spec("matplotlib") is not None:
-        payload["info/heatmap"] = _heatmap_image(rows, names, grid, step)
-    points = [[layer, int(s), ixt, ity] for layer, layer_points in plane.items() for s, ixt, ity in layer_points]
-    if points:
-        trajectory = wandb.Table(columns=["layer", "step", "I(X;T)", "I(T;Y)"], data=points)
-        payload["info/plane"] = wandb.plot.scatter(trajectory, "I(X;T)", "I(T;Y)", title="information plane (nats)")
-    logger.experiment.log(payload)
+        log_figure(trainer, "info/heatmap", heatmap_figure(rows, names, grid, step), step, wandb_extra=extra)
+    elif trainer.is_global_zero:
+        for logger in wandb_loggers:
+            logger.log_metrics(extra, step=step)

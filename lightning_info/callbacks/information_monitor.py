@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_info._internal.capture import ActivationCapture
 from lightning_info._internal.validation import check_choice, check_int, check_labels, check_range
+from lightning_info.callbacks._logging import log_scalars
+from lightning_info.callbacks.capture import CaptureCallback
 from lightning_info.callbacks.information_figures import log_information_figures
 from lightning_info.callbacks.information_metrics import (
     INFORMATION_METRICS,
@@ -27,7 +29,6 @@ from lightning_info.callbacks.information_metrics import (
     register_information_metric,
 )
 from lightning_info.metrics.mutual_information import ESTIMATORS, MutualInformationEstimator
-from lightning_info.utils import ActivationCapture
 
 __all__ = ["INFORMATION_METRICS", "InformationMetric", "InformationMonitor", "register_information_metric"]
 
@@ -63,7 +64,7 @@ def _append(previous: Tensor | None, value: Tensor, max_samples: int) -> Tensor:
     return torch.cat([previous, value.to(previous.device)])[:max_samples]
 
 
-class InformationMonitor(Callback):
+class InformationMonitor(CaptureCallback):
     r"""Compute information metrics of named layers every ``every_n_steps`` and log ``info/<layer>/<metric>``.
 
     Metrics (names of :data:`~lightning_info.callbacks.information_metrics.INFORMATION_METRICS`):
@@ -89,10 +90,15 @@ class InformationMonitor(Callback):
     step it trains for ``mi_steps`` minibatches on half of the captured (detached) rows and is evaluated on the
     other half, so the estimate is not inflated by rows the critic has just fitted. The critics carry over from
     one logging step to the next (they keep learning while the representations change); the model's parameters
-    and gradients are never touched. With a ``WandbLogger``, each validation epoch end logs ``info/metrics_table``
-    (layer x metric), ``info/heatmap`` (the same as an image, with matplotlib installed) and ``info/plane`` (the
-    scatter of every layer's information-plane trajectory); with several monitors the first one logs these figures
-    for all of them.
+    and gradients are never touched.
+
+    Figures, at each validation epoch end: ``info/heatmap`` (layer x metric values as an image, with matplotlib
+    installed) goes to every logger (W&B, TensorBoard, MLflow; a PNG under ``<log_dir>/figures/`` for the others,
+    e.g. ``CSVLogger``); a ``WandbLogger`` also gets ``info/metrics_table`` (the same numbers as a table) and
+    ``info/plane`` (the scatter of every layer's information-plane trajectory) in the same row. With several
+    monitors the first one logs these figures for all of them.
+
+    The hooks are removed at ``teardown`` and when training raises, so the monitor can be reused on another model.
 
     Args:
         layers: dotted module names or ``fnmatch`` globs of ``pl_module`` (``"encoder.layers.?"``; note that ``*``
@@ -108,7 +114,7 @@ class InformationMonitor(Callback):
         mi_estimator: bound used by the side estimators (``"smile"``, ``"infonce"``, ``"nwj"``, ``"mine"``).
         mi_steps: critic updates per logging step.
         mi_lr: learning rate of the critics' Adam optimizers.
-        log_figures: log the W&B table, heatmap and information plane at validation epoch end.
+        log_figures: log the heatmap (and the W&B table and information plane) at validation epoch end.
 
     Raises:
         TypeError: ``metrics`` or ``targets`` of the wrong type.
@@ -134,6 +140,7 @@ class InformationMonitor(Callback):
     ) -> None:
         if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
             raise ValueError(f"layers must be a non-empty list of module names or globs, got {layers!r}")
+        super().__init__()
         if isinstance(metrics, str) or not isinstance(metrics, Sequence):
             raise TypeError(f"metrics must be a list of metric names, got {metrics!r}")
         for name in metrics:
@@ -161,7 +168,6 @@ class InformationMonitor(Callback):
         self.mi_steps = check_int("mi_steps", mi_steps, min_value=1)
         self.mi_lr = check_range("mi_lr", mi_lr, 0.0, low_inclusive=False)
         self.log_figures = bool(log_figures)
-        self.capture: ActivationCapture | None = None
         self.estimators = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._saved_estimators: dict[str, dict[str, Any]] = {}
@@ -187,19 +193,21 @@ class InformationMonitor(Callback):
     def state_key(self) -> str:
         return self._state_key  # Lightning reads it at every hook call: built once, in __init__
 
+    @property
+    def capture(self) -> ActivationCapture | None:
+        """The hooks on :attr:`layers` while a run is set up (``None`` outside)."""
+        return self.captures.get("layers")
+
     # ---------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.capture is None:
-            self.capture = ActivationCapture(pl_module, self.layers, max_samples=self.max_samples, accumulate=True)
-            self.capture.enabled = False
-            self.capture.attach()
+        capture = ActivationCapture(pl_module, self.layers, max_samples=self.max_samples, accumulate=True)
+        capture.enabled = False
+        self.attach_captures(layers=capture)  # replaces the hooks of a previous model, if any
 
     @override
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.capture is not None:
-            self.capture.remove()
-            self.capture = None
+    def release(self) -> None:
+        super().release()
         self._reset_buffers()
 
     @override
@@ -258,9 +266,7 @@ class InformationMonitor(Callback):
         latest = {k: v for m in monitors for k, v in m.latest.items()}
         plane = {layer: points for m in monitors for layer, points in m.plane.items()}
         names = [name for m in monitors for name in (m.capture.names if m.capture is not None else m.layers)]
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                log_information_figures(logger, latest, plane, names, trainer.global_step)
+        log_information_figures(trainer, latest, plane, names, trainer.global_step)
 
     # ---------------------------------------------------------------- state
     @override
@@ -348,8 +354,7 @@ class InformationMonitor(Callback):
             elif self.info_plane and targets is not None and self._inputs is not None:
                 values.update(self._info_plane(layer, self._inputs.reshape(z.shape[0], -1), z, targets, step))
         if values:
-            for logger in trainer.loggers:
-                logger.log_metrics(values, step=step)
+            log_scalars(trainer, values, step)
             self.latest.update(values)
         self.last_logged_step = step
         self._reset_buffers()

@@ -8,6 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from lightning_info._internal.validation import check_int
+from lightning_info.callbacks._logging import log_scalars
 from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer
 
 
@@ -51,5 +52,4 @@ class SharpnessMonitor(Callback):
             metrics.update({f"{self.prefix}/{k}{suffix}": float(v) for k, v in optimizer.statistics.items()})
         self.latest.update(metrics)
         if metrics:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+            log_scalars(trainer, metrics, step)

@@ -10,16 +10,16 @@ from lightning.pytorch import LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_info.callbacks.capture import CaptureCallback
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.distill.mcmi_loss import MCMILoss
-from lightning_info.functional.cmi import DEFAULT_EPS
 from lightning_info.metrics.conditional_mutual_information import ConditionalMutualInformation
 from lightning_info.utils import ActivationCapture
 
 TargetSpec = int | str | Callable[[Any], Tensor]
 
 
-class MCMICallback(LossTermCallback):
+class MCMICallback(CaptureCallback, LossTermCallback):
     r"""Adds :math:`-\lambda\,\mathrm{CMI}` to a classifier's loss (MCMI teacher training, Ye et al., ICLR 2024).
 
     The user's module keeps its own cross-entropy; with this callback the optimised objective becomes
@@ -38,42 +38,65 @@ class MCMICallback(LossTermCallback):
     restored on resume, identical on every DDP rank); they are updated at every ``training_step`` (each micro-batch
     under gradient accumulation) except the extra passes of SAM/GAM, which reuse the step's centroids.
 
+    The objective and its arguments are an :class:`~lightning_info.distill.MCMILoss`: give it built,
+    ``MCMICallback(criterion=MCMILoss(10, lam=0.2, centroids="ema"))``, or give its arguments (the short form
+    ``MCMICallback(num_classes=10, lam=0.2)``, with ``MCMILoss``'s defaults for the others), not both.
+
     Args:
-        num_classes: number of classes :math:`C`; the captured logits must be ``(N, C)``.
-        lam: :math:`\lambda \ge 0`, weight of the CMI (the paper fine-tunes with 0.1-0.25).
-        temperature: :math:`T > 0` of the distributions in the CMI.
+        num_classes: number of classes :math:`C`; the captured logits must be ``(N, C)`` (short form).
+        lam: :math:`\lambda \ge 0`, weight of the CMI (the paper fine-tunes with 0.1-0.25; default 0.2).
+        temperature: :math:`T > 0` of the distributions in the CMI (short form; default 1).
         layer: dotted name of the submodule whose output are the logits (``""``: the module itself).
-        centroids: ``"batch"`` or ``"ema"`` (see :class:`~lightning_info.distill.MCMILoss`).
-        momentum: momentum of the running centroids.
-        eps: clamp inside the logarithms.
+        centroids: ``"batch"`` or ``"ema"`` (see :class:`~lightning_info.distill.MCMILoss`; default ``"batch"``).
+        momentum: momentum of the running centroids (short form; default 0.9).
+        eps: clamp inside the logarithms (short form).
         targets: where the labels are in the batch: an index (``1`` for ``(x, y)`` batches), a dict key, or a
             callable ``batch -> Tensor``.
         log_validation: log ``mcmi/val_cmi`` at each validation epoch end.
+        criterion: a built :class:`~lightning_info.distill.MCMILoss` instead of the short-form arguments
+            (``num_classes``, ``lam``, ``temperature``, ``centroids``, ``momentum``, ``eps``).
 
     Raises:
-        TypeError / ValueError: bad arguments (``lam < 0``, ``temperature <= 0``, ...); at setup, a ``layer``
-            matching no module; in training, logits of the wrong shape or labels out of range.
+        TypeError / ValueError: bad arguments (``lam < 0``, ``temperature <= 0``, ...), neither ``num_classes``
+            nor ``criterion``, or ``criterion`` together with a short-form argument (``TypeError``); at setup, a
+            ``layer`` matching no module; in training, logits of the wrong shape or labels out of range.
         RuntimeError: ``layer`` did not run during the ``training_step``.
 
     Example:
         >>> callback = MCMICallback(num_classes=10, lam=0.2)
         >>> callback.log_key, callback.weight
         ('mcmi/cmi', -0.2)
+        >>> MCMICallback(criterion=MCMILoss(10, lam=0.1, centroids="ema")).criterion.centroids
+        'ema'
     """
 
     def __init__(
         self,
-        num_classes: int,
-        lam: float = 0.2,
-        temperature: float = 1.0,
+        num_classes: int | None = None,
+        lam: float | None = None,
+        temperature: float | None = None,
         layer: str = "",
-        centroids: str = "batch",
-        momentum: float = 0.9,
-        eps: float = DEFAULT_EPS,
+        centroids: str | None = None,
+        momentum: float | None = None,
+        eps: float | None = None,
         targets: TargetSpec = 1,
         log_validation: bool = True,
+        *,
+        criterion: MCMILoss | None = None,
     ) -> None:
-        criterion = MCMILoss(num_classes, lam, temperature, centroids, momentum, eps)
+        short_form: dict[str, Any] = {
+            "num_classes": num_classes, "lam": lam, "temperature": temperature, "centroids": centroids,
+            "momentum": momentum, "eps": eps,
+        }  # fmt: skip
+        given = {name: value for name, value in short_form.items() if value is not None}
+        if criterion is None:
+            if num_classes is None:
+                raise TypeError("MCMICallback needs num_classes (or criterion=MCMILoss(...)), got neither")
+            criterion = MCMILoss(**given)
+        elif given:
+            raise TypeError(f"MCMICallback: give criterion=MCMILoss(...) or its arguments {sorted(given)}, not both")
+        elif not isinstance(criterion, MCMILoss):
+            raise TypeError(f"criterion must be an MCMILoss, got {type(criterion).__name__}")
         super().__init__(-criterion.lam, log_key="mcmi/cmi")
         if not isinstance(layer, str):
             raise TypeError(f"layer must be a module name (str), got {type(layer).__name__} ({layer!r})")
@@ -85,8 +108,7 @@ class MCMICallback(LossTermCallback):
         self.layer = layer
         self.targets = targets
         self.log_validation = log_validation
-        self.val_cmi = ConditionalMutualInformation(num_classes, eps=eps)
-        self._capture: ActivationCapture | None = None
+        self.val_cmi = ConditionalMutualInformation(criterion.num_classes, eps=criterion.eps)
 
     @property
     def lam(self) -> float:
@@ -103,26 +125,13 @@ class MCMICallback(LossTermCallback):
         super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
-        self._remove_capture()
-        self._capture = ActivationCapture(pl_module, [self.layer], extract=self._keep_logits, detach=False).attach()
+        self.attach_captures(logits=ActivationCapture(pl_module, [self.layer], extract=self._keep_logits, detach=False))
         self.criterion.to(pl_module.device)
         self.val_cmi.to(pl_module.device)
 
     @override
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        super().teardown(trainer, pl_module, stage)
-        if stage == "fit":
-            self._remove_capture()
-
-    @override
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        super().on_exception(trainer, pl_module, exception)
-        self._remove_capture()
-
-    @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._capture is not None:
-            self._capture.clear()  # forget validation/previous-step logits
+        self.clear_captures()  # forget validation/previous-step logits
 
     @override
     def compute_loss_term(
@@ -136,8 +145,7 @@ class MCMICallback(LossTermCallback):
     def on_validation_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._capture is not None:
-            self._capture.clear()
+        self.clear_captures()
 
     @override
     def on_validation_batch_end(
@@ -149,7 +157,7 @@ class MCMICallback(LossTermCallback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.log_validation or self._capture is None or trainer.sanity_checking:
+        if not self.log_validation or "logits" not in self.captures or trainer.sanity_checking:
             return
         logits = self._take_logits().detach().float()
         self.val_cmi.update(torch.softmax(logits / self.criterion.temperature, dim=1), self._labels(batch))
@@ -172,12 +180,13 @@ class MCMICallback(LossTermCallback):
     def _keep_logits(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
         # Under DDP, Lightning routes validation_step through the module's own forward (forward redirection): that
         # outer call's hook sees the step's output (None) after the inner ``self(x)``; keep the inner call's logits.
-        if isinstance(output, Tensor) or self._capture is None:
+        if isinstance(output, Tensor) or "logits" not in self.captures:
             return output
-        return self._capture.captured.get(self.layer, output)
+        return self.captures["logits"].captured.get(self.layer, output)
 
     def _take_logits(self) -> Tensor:
-        captured = None if self._capture is None else self._capture.captured.pop(self.layer, None)
+        capture = self.captures.get("logits")
+        captured = None if capture is None else capture.captured.pop(self.layer, None)
         if not isinstance(captured, Tensor):
             where = f"submodule {self.layer!r}" if self.layer else "the module's forward"
             raise RuntimeError(
@@ -196,8 +205,3 @@ class MCMICallback(LossTermCallback):
         if not isinstance(labels, Tensor):
             raise TypeError(f"MCMICallback: targets={self.targets!r} gave {type(labels).__name__}, not a Tensor")
         return labels
-
-    def _remove_capture(self) -> None:
-        if self._capture is not None:
-            self._capture.remove()
-            self._capture = None

@@ -17,6 +17,7 @@ from lightning_info.functional.kernels import (
     check_estimator,
     check_paired,
     check_width,
+    cs_qmi,
     ib_terms,
 )
 from lightning_info.losses.running_standardizer import RunningStandardizer
@@ -134,6 +135,16 @@ class CSIBLoss(nn.Module):
             y_pred: predictions, ``(N,)`` or ``(N, k)``, differentiable.
             y: targets, same number of samples and features as ``y_pred``.
         """
+        prediction, compression = self.ib_terms(x, t, y_pred, y)
+        return prediction + self.beta * compression
+
+    def ib_terms(self, x: Tensor, t: Tensor, y_pred: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The two terms ``(prediction, compression)`` of :meth:`forward`, each differentiable, before :math:`\beta`.
+
+        Same inputs, checks, target statistics and ``last_*`` attributes as :meth:`forward` (which returns
+        ``prediction + beta * compression`` of them); for callers that weight or log the terms themselves
+        (:class:`~lightning_info.callbacks.CSIBCallback`).
+        """
         x2, t2 = as_samples("x", x), as_samples("t", t)
         p2, y2 = as_samples("y_pred", y_pred), as_samples("y", y)
         check_paired(("x", x2), ("t", t2), ("y_pred", p2), ("y", y2))
@@ -150,4 +161,17 @@ class CSIBLoss(nn.Module):
             prediction, compression = ib_terms(x2, t2, p2, y2, self.sigma_x, self.sigma_t, self.sigma_y, self.estimator)
         self.last_prediction = prediction.detach()
         self.last_compression = compression.detach()
-        return prediction + self.beta * compression
+        return prediction, compression
+
+    def compression(self, x: Tensor, t: Tensor) -> Tensor:
+        r"""The compression term :math:`\hat I_{CS}(x; t)` alone (differentiable), for a batch without targets.
+
+        :func:`~lightning_info.functional.cs_qmi` with this loss's ``sigma_x`` and ``sigma_t``; it sets
+        :attr:`last_compression` and leaves the target statistics and :attr:`last_prediction` alone.
+        """
+        x2, t2 = as_samples("x", x), as_samples("t", t)
+        check_paired(("x", x2), ("t", t2))
+        with torch.autocast(device_type=x2.device.type, enabled=False):
+            compression = cs_qmi(x2, t2, self.sigma_x, self.sigma_t)
+        self.last_compression = compression.detach()
+        return compression

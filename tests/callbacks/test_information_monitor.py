@@ -4,6 +4,7 @@ import csv
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -185,16 +186,20 @@ def test_info_plane_rejects_targets_out_of_range(tmp_path: Path) -> None:
         _fit(MLPClassifier(), [monitor], tmp_path, max_steps=1, limit_val_batches=0)
 
 
-def test_figures_table_and_heatmap_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_figures_table_and_heatmap_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
     logged: list[dict] = []
 
     class Experiment:
         def log(self, payload: dict) -> None:
             logged.append(payload)
 
-    class Logger:
-        experiment = Experiment()
+    def Logger() -> SimpleNamespace:  # a trainer whose one logger is a W&B logger with no run
+        logger = WandbLogger(offline=True, save_dir=str(tmp_path))
+        logger._experiment = Experiment()
+        return SimpleNamespace(loggers=[logger], is_global_zero=True)
 
     latest = {"info/b/vendi": 2.0, "info/a/vendi": 1.0, "info/a/dse": 0.5}
     rows, names, grid = information_figures.metric_grid(latest, ["a", "b"])

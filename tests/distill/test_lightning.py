@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_info.distill import DistillationModule, KDLoss, MCMICallback
+from lightning_info.distill import DistillationModule, KDLoss, MCMICallback, MCMILoss
 from lightning_info.metrics.functional import conditional_mutual_information
 from tests.helpers.lightning import trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyCNN, classification_data, loader
@@ -235,3 +235,30 @@ def test_validate_then_fit_with_the_same_callback(tmp_path: Path) -> None:
     trainer = Trainer(callbacks=[callback, recorder], **trainer_kwargs(tmp_path, limit_val_batches=2))
     trainer.fit(model, data, data)
     assert math.isfinite(float(trainer.callback_metrics["mcmi/val_cmi"]))
+
+
+def test_callback_takes_a_built_criterion_and_trains_as_the_short_form(tmp_path: Path) -> None:
+    criterion = MCMILoss(3, lam=0.3, temperature=2.0, centroids="ema", momentum=0.5, sync_dist=False)
+    built = MCMICallback(criterion=criterion, log_validation=False)
+    assert built.criterion is criterion and (built.lam, built.weight, built.log_key) == (0.3, -0.3, "mcmi/cmi")
+    short = MCMICallback(3, 0.3, 2.0, centroids="ema", momentum=0.5, log_validation=False)
+    torch.manual_seed(0)
+    first = MLPClassifier()
+    second = copy.deepcopy(first)
+    for model, callback in ((first, built), (second, short)):
+        Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=3)).fit(model, loader(classification_data()))
+    for (name, a), b in zip(first.named_parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(built.criterion.class_centroids, short.criterion.class_centroids, rtol=0, atol=0)
+
+
+def test_callback_criterion_and_short_form_arguments_exclude_each_other() -> None:
+    criterion = MCMILoss(3)
+    with pytest.raises(TypeError, match=r"give criterion=MCMILoss\(...\) or its arguments \['lam', 'num_classes'\]"):
+        MCMICallback(3, lam=0.2, criterion=criterion)
+    with pytest.raises(TypeError, match=r"its arguments \['centroids'\], not both"):
+        MCMICallback(centroids="ema", criterion=criterion)
+    with pytest.raises(TypeError, match="MCMICallback needs num_classes"):
+        MCMICallback()
+    with pytest.raises(TypeError, match="criterion must be an MCMILoss, got CrossEntropyLoss"):
+        MCMICallback(criterion=torch.nn.CrossEntropyLoss())  # type: ignore[arg-type]

@@ -225,3 +225,30 @@ def test_ddp_identical_masks(tmp_path: Path) -> None:
     for key in r0["masks"]:
         assert torch.equal(r0["masks"][key], r1["masks"][key])
     assert torch.equal(r0["w"], r1["w"])
+
+
+def test_failed_fit_leaves_no_optimizer_post_hook(tmp_path: Path) -> None:
+    """Regression (issue 14, item 5): after a fit that raised, FisherMask's step post-hook stayed on the optimizer
+    and kept writing the frozen entries back at every later step the user took with it."""
+
+    class Failing(MLPClassifier):
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            self.optimizer = super().configure_optimizers()
+            return self.optimizer
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if self.global_step == 1:  # after one masked step
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    model = Failing()
+    trainer = Trainer(callbacks=[FisherMask(keep_ratio=0.1, num_samples=16)], **trainer_kwargs(tmp_path, max_steps=3))
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(model, loader(classification_data(32)))
+    assert not _masks(model)["net__0__weight"].all()  # the masks were set: some entries were frozen
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    model.optimizer.step()
+    for name, param in model.named_parameters():
+        assert bool((param != before[name]).all()), name  # nothing writes frozen entries back any more

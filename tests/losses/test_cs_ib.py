@@ -352,3 +352,74 @@ def test_ddp_two_processes_loss_and_callback(tmp_path: Path) -> None:
         assert x.shape[0] == 16
         torch.testing.assert_close(compression, cs_qmi(x, t, "silverman", "median"), rtol=1e-5, atol=1e-7)
     assert not torch.equal(r0["local"][0], r1["local"][0])
+
+
+def test_callback_takes_a_built_loss_and_trains_as_the_short_form(tmp_path: Path) -> None:
+    loss = CSIBLoss(beta=0.3, sigma_x=1.5, sigma_y=0.7, estimator="official")
+    built = CSIBCallback("encoder", loss=loss)
+    assert built.loss is loss and built.beta == built.weight == 0.3
+    short = CSIBCallback("encoder", 0.3, 1.5, sigma_y=0.7, estimator="official")
+    torch.manual_seed(0)
+    first = MLPRegressor()
+    second = MLPRegressor()
+    second.load_state_dict(first.state_dict())
+    metrics = []
+    for model, callback in ((first, built), (second, short)):
+        trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=3))
+        trainer.fit(model, loader(regression_data()))
+        metrics.append({k: float(trainer.callback_metrics[k]) for k in ("csib/prediction", "csib/compression")})
+    assert metrics[0] == metrics[1]
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert int(loss.target_stats.count) == 48 and built.target_stats is loss.target_stats
+    torch.testing.assert_close(loss.target_stats.mean, short.target_stats.mean, rtol=0, atol=0)
+
+
+def test_callback_loss_and_short_form_arguments_exclude_each_other() -> None:
+    loss = CSIBLoss()
+    with pytest.raises(TypeError, match=r"give loss=CSIBLoss\(...\) or its arguments \['beta', 'sigma_y'\], not both"):
+        CSIBCallback("encoder", beta=0.1, sigma_y=2.0, loss=loss)
+    with pytest.raises(TypeError, match="loss must be a CSIBLoss, got MSELoss"):
+        CSIBCallback("encoder", loss=torch.nn.MSELoss())  # type: ignore[arg-type]
+
+
+class TwoTargets(MLPRegressor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(16, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+def _two_targets(n: int = 32) -> torch.utils.data.TensorDataset:
+    x, y = regression_data(n=n).tensors
+    return torch.utils.data.TensorDataset(x, torch.stack([y, -2.0 * y + 1.0], dim=1))
+
+
+def test_short_form_callback_takes_the_number_of_targets_from_the_first_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TwoTargets()
+    model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=0.0)  # type: ignore[method-assign]
+    data = _two_targets()
+    x, y = data.tensors[0][:16], data.tensors[1][:16]
+    with torch.no_grad():  # batch 0's statistics, column by column (population std)
+        mean, std = y.mean(0), y.std(0, unbiased=False)
+        expected = cs_conditional_divergence(x, (y - mean) / std, (model(x) - mean) / std, "silverman")
+    callback = CSIBCallback("encoder", beta=0.1)
+    trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=1))
+    trainer.fit(model, loader(data))
+    assert callback.loss.num_targets == 2 and int(callback.target_stats.count) == 16
+    assert float(trainer.callback_metrics["csib/prediction"]) == pytest.approx(expected.item(), rel=1e-5)
+    state = callback.state_dict()
+    resumed = CSIBCallback("encoder", beta=0.1)
+    resumed.load_state_dict(state)  # sized from the checkpoint
+    torch.testing.assert_close(resumed.target_stats.mean, state["mean"], rtol=0, atol=0)
+
+
+def test_built_loss_with_other_num_targets_warns_and_keeps_the_term(tmp_path: Path) -> None:
+    callback = CSIBCallback("encoder", loss=CSIBLoss(beta=0.1))  # num_targets=1, the batches have 2
+    trainer = Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=2))
+    with pytest.warns(UserWarning, match=r"batch\[1\] \(16, 2\) does not have the loss's num_targets=1"):
+        trainer.fit(TwoTargets(), loader(_two_targets()))
+    assert "csib/prediction" not in trainer.callback_metrics and "csib/compression" in trainer.callback_metrics
