@@ -165,6 +165,34 @@ def _resolve_width(sigma: KernelWidth, samples: Tensor, sq_dists: Tensor) -> Ten
     return float(sigma)
 
 
+def check_width_fits(name: str, sigma: KernelWidth, dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` if a float width is so small that ``1 / (2 sigma^2)`` overflows ``dtype``.
+
+    (``sigma=1e-30`` in float32 would turn the zero self-distances into ``0 * inf = NaN``.)
+    """
+    if isinstance(sigma, str):
+        return
+    factor = 0.5 / sigma / sigma
+    if factor > torch.finfo(dtype).max:
+        smallest = (0.5 / torch.finfo(dtype).max) ** 0.5
+        raise ValueError(
+            f"{name} must be >= {smallest:.3g} for {dtype} inputs (1 / (2 {name}^2) overflows), got {sigma!r}; "
+            "rescale the samples or pass float64 inputs"
+        )
+
+
+def _check_finite_result(function: str, value: Tensor, inputs: str, widths: str) -> Tensor:
+    """Return ``value`` or raise ``ValueError`` when the kernel exponents overflowed (NaN/Inf result)."""
+    if not bool(torch.isfinite(value.detach())):
+        wider = "" if value.dtype == torch.float64 else " or pass float64 inputs"
+        raise ValueError(
+            f"{function} is not finite ({float(value)}) in {value.dtype}: the kernel exponents "
+            f"|u - v|^2 / (2 sigma^2) of {inputs} overflow for {widths}; rescale the samples or use a larger width"
+            f"{wider}"
+        )
+    return value
+
+
 def _log_kernel(sq_dists: Tensor, sigma: Tensor | float) -> Tensor:
     return sq_dists * (-0.5 / sigma**2)
 
@@ -236,6 +264,8 @@ def ib_terms(
     ``prediction`` is :func:`cs_conditional_divergence` ``(x, y, y_pred)``, ``compression`` is :func:`cs_qmi`
     ``(x, t)``; the kernel matrix of ``x`` is built once for both.
     """
+    for name, width in (("sigma_x", sigma_x), ("sigma_t", sigma_t), ("sigma_y", sigma_y)):
+        check_width_fits(name, width, x.dtype)
     log_k = log_gram(x, sigma_x)
     k = _kernel(log_k)
     prediction = _conditional_from_kernel(k, log_k, y, y_pred, sigma_y, estimator)
@@ -262,7 +292,9 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
 
     Raises:
         TypeError: non-tensor or non-floating input, or a width of the wrong type.
-        ValueError: fewer than 2 samples, different feature counts, NaN/Inf, or a width <= 0.
+        ValueError: fewer than 2 samples, different feature counts, NaN/Inf, a width <= 0, or a result that is
+            not finite because the kernel exponents overflow the dtype (e.g. float32 samples of size ~1e20, or
+            ``sigma=1e-30``): rescale, widen ``sigma`` or pass float64 (see :func:`check_width_fits`).
 
     Example:
         >>> import torch
@@ -276,6 +308,7 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
     a2, b2 = as_samples("a", a), as_samples("b", b)
     if a2.shape[1] != b2.shape[1]:
         raise ValueError(f"a and b must have the same number of features, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_width_fits("sigma", sigma, a2.dtype)
     m = a2.shape[0]
     if isinstance(sigma, str):  # one pooled matrix: the width rule needs every pair anyway
         log_pooled = log_gram(torch.cat([a2, b2]), sigma)
@@ -284,7 +317,8 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
         log_aa, log_bb = log_gram(a2, sigma), log_gram(b2, sigma)
         log_ab = _log_kernel(squared_distances(a2, b2), sigma)
     # log(1/m^2 sum K_aa) + log(1/n^2 sum K_bb) - 2 log(1/(mn) sum K_ab): the 1/m, 1/n factors cancel
-    return _log_self_sum(_kernel(log_aa)) + _log_self_sum(_kernel(log_bb)) - 2 * _logsumexp(log_ab, dim=(0, 1))
+    value = _log_self_sum(_kernel(log_aa)) + _log_self_sum(_kernel(log_bb)) - 2 * _logsumexp(log_ab, dim=(0, 1))
+    return _check_finite_result("cs_divergence", value, "a and b", f"sigma={sigma!r}")
 
 
 def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidth = 1.0) -> Tensor:
@@ -311,7 +345,8 @@ def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidt
 
     Raises:
         TypeError: non-tensor or non-floating input, or a width of the wrong type.
-        ValueError: fewer than 2 samples, different numbers of samples, NaN/Inf, or a width <= 0.
+        ValueError: fewer than 2 samples, different numbers of samples, NaN/Inf, a width <= 0, or a result that
+            is not finite because the kernel exponents overflow the dtype (see :func:`cs_divergence`).
 
     Example:
         >>> import torch
@@ -323,7 +358,10 @@ def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidt
     sigma_x, sigma_z = check_width("sigma_x", sigma_x), check_width("sigma_z", sigma_z)
     x2, z2 = as_samples("x", x), as_samples("z", z)
     check_paired(("x", x2), ("z", z2))
-    return _qmi_from_kernels(_kernel(log_gram(x2, sigma_x)), _kernel(log_gram(z2, sigma_z)))
+    check_width_fits("sigma_x", sigma_x, x2.dtype)
+    check_width_fits("sigma_z", sigma_z, z2.dtype)
+    value = _qmi_from_kernels(_kernel(log_gram(x2, sigma_x)), _kernel(log_gram(z2, sigma_z)))
+    return _check_finite_result("cs_qmi", value, "x and z", f"sigma_x={sigma_x!r}, sigma_z={sigma_z!r}")
 
 
 def cs_conditional_divergence(
@@ -375,8 +413,9 @@ def cs_conditional_divergence(
 
     Raises:
         TypeError: non-tensor or non-floating input, or a width of the wrong type.
-        ValueError: fewer than 2 samples, mismatched samples or features, NaN/Inf, a width <= 0, or an unknown
-            estimator.
+        ValueError: fewer than 2 samples, mismatched samples or features, NaN/Inf, a width <= 0, an unknown
+            estimator, or a result that is not finite because the kernel exponents overflow the dtype (see
+            :func:`cs_divergence`).
 
     Example:
         >>> import torch
@@ -394,8 +433,13 @@ def cs_conditional_divergence(
         raise ValueError(
             f"y and y_pred must have the same number of features, got {tuple(y.shape)} and {tuple(y_pred.shape)}"
         )
+    check_width_fits("sigma_x", sigma_x, x2.dtype)
+    check_width_fits("sigma_y", sigma_y, y2.dtype)
     log_k = log_gram(x2, sigma_x)
-    return _conditional_from_kernel(_kernel(log_k), log_k, y2, p2, sigma_y, estimator)
+    value = _conditional_from_kernel(_kernel(log_k), log_k, y2, p2, sigma_y, estimator)
+    return _check_finite_result(
+        "cs_conditional_divergence", value, "x, y and y_pred", f"sigma_x={sigma_x!r}, sigma_y={sigma_y!r}"
+    )
 
 
 def check_estimator(estimator: object) -> Estimator:
@@ -417,6 +461,7 @@ __all__ = [
     "check_estimator",
     "check_paired",
     "check_width",
+    "check_width_fits",
     "cs_conditional_divergence",
     "cs_divergence",
     "cs_qmi",

@@ -1,7 +1,7 @@
 """AttentionEntropy: mean row entropy of attention maps per (layer, head)."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.jit.script reads the class-level state annotations below and
+# cannot resolve them as strings
 from typing import Any
 
 import torch

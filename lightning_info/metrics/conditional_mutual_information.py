@@ -1,7 +1,7 @@
 """ConditionalMutualInformation: empirical I(X; Yhat | Y) of predicted distributions over every sample seen."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.jit.script reads the class-level state annotations below and
+# cannot resolve them as strings
 from typing import Any
 
 import torch
