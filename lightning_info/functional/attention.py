@@ -448,6 +448,8 @@ def _attention_entropy_update(
     """
     check_tensor("attn_probs", attn_probs, ndim=(4, 5))
     check_bool("normalize", normalize)
+    if bool((attn_probs < 0).any()):
+        raise ValueError("attn_probs must hold probabilities (no negative entries); pass softmax outputs")
     valid = _valid_keys(mask, attn_probs.shape, attn_probs.device)
     if valid is None:
         check_probabilities("attn_probs", attn_probs, -1, hint="pass softmax outputs")
