@@ -168,7 +168,8 @@ def attention_entropy_from_qk(
 
     Raises:
         TypeError: ``q``/``k``/masks are not tensors of a supported dtype.
-        ValueError: NaN/Inf in ``q``/``k``, shapes that do not match, masks that do not broadcast, ``chunk_size < 1``,
+        ValueError: NaN/Inf in ``q``/``k``, no query or no key, shapes that do not match, masks that do not broadcast,
+            ``chunk_size < 1``,
             a ``temperature`` that is not finite and > 0, a ``scale`` that is not finite.
 
     Example:
@@ -186,6 +187,11 @@ def attention_entropy_from_qk(
     except RuntimeError as err:
         raise ValueError(f"batch dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from err
     num_queries, num_keys = q.shape[-2], k.shape[-2]
+    if num_queries < 1 or num_keys < 1:
+        raise ValueError(
+            f"q and k must have at least one query and one key (dim -2), got shapes {tuple(q.shape)} and "
+            f"{tuple(k.shape)}"
+        )
     if mask is not None:
         mask = _check_mask("mask", mask, batch_shape, num_queries, num_keys)
     if key_mask is not None:
@@ -460,7 +466,11 @@ def _attention_entropy_update(
         kept = attn_probs.masked_fill(~valid, 0.0)  # in the input dtype: the sum tolerance is the dtype's
         num_keys = valid.expand(attn_probs.shape).sum(dim=-1).to(torch.float64)
         check_probabilities(
-            "attn_probs", kept, -1, hint="rows must sum to 1 over their valid keys; pass softmax outputs", rows=num_keys > 0
+            "attn_probs",
+            kept,
+            -1,
+            hint="rows must sum to 1 over their valid keys; pass softmax outputs",
+            rows=num_keys > 0,
         )
         p = upcast(kept, torch.float64)
         row_entropy = plogp_entropy(p, dim=-1)
@@ -512,5 +522,8 @@ def attention_entropy(attn_probs: Tensor, mask: Tensor | str | None = None, norm
     """
     total, count = _attention_entropy_update(attn_probs, mask, normalize)
     if bool((count == 0).any()):
-        raise ValueError("attention_entropy has no query row to average for some head (all rows masked or single-key)")
+        raise ValueError(
+            "attention_entropy has no query row to average for some head: every row of attn_probs is masked by mask "
+            "(or has a single key, left out with normalize=True)"
+        )
     return total / count

@@ -173,10 +173,12 @@ def diffusion_spectral_mutual_information(
     The matched-subset term is a Monte-Carlo average of ``num_repetitions`` draws: its spread over seeds shrinks as
     ``1 / sqrt(num_repetitions)``. For 100 rows of 5-d Gaussian noise with 4 random classes (``sigma=1``, true
     value 0) the default 5 draws give values from -0.032 to +0.039 bits over 20 seeds (standard deviation 0.019),
-    50 draws 0.004 to 0.013 over 5 seeds (0.003). So a small negative value (within a few such standard deviations of 0) is estimator
-    noise, meaning "no detectable dependence"; measure the spread by repeating with a few seeds, or raise
-    ``num_repetitions`` (cost linear in it) when differences that small matter. DSMI with the labels rises while a classifier learns generalisable features and stays flat
-    when it memorises (the paper's finding).
+    50 draws 0.004 to 0.013 over 5 seeds (0.003). So a small negative value (within a few such standard deviations
+    of 0) is estimator noise, meaning "no detectable dependence"; measure the spread by repeating with a few seeds,
+    or raise ``num_repetitions`` (cost linear in it) when differences that small matter.
+
+    DSMI with the labels rises while a classifier learns generalisable features and stays flat when it memorises
+    (the paper's finding).
 
     Args:
         z: ``(N, d)`` representations, ``N >= 2``; any float dtype (computed in float64).

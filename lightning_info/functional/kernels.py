@@ -26,7 +26,8 @@ for ``N <= 10^4``; floored entries get no gradient (their true gradient is as sm
 Squared distances are computed once per pair of sample sets with a matrix product (``addmm``; exact differences
 for one feature), in O(N·M) memory: never an ``(N, M, d)`` tensor. Inputs of shape ``(N,)`` are ``N`` samples with
 one feature each (never broadcast across samples); inputs with more than two dimensions are flattened to
-``(N, -1)``. Half-precision inputs are computed in float32.
+``(N, -1)``. Half-precision inputs are computed in float32; sample sets of different dtypes are computed in their
+promoted dtype (float32 with float64: float64).
 
 Kernel widths (``sigma``) are a positive float or one of (computed without gradient, from the samples the kernel
 is applied to):
@@ -76,6 +77,14 @@ def as_samples(name: str, value: object, min_rows: int = 2) -> Tensor:
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     return tensor.reshape(tensor.shape[0], -1)
+
+
+def common_dtype(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The validated sample sets in their common (promoted) floating dtype: float32 and float64 give float64."""
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return tuple(tensor.to(dtype) for tensor in tensors)
 
 
 def check_width(name: str, sigma: object) -> KernelWidth:
@@ -305,7 +314,7 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
         True
     """
     sigma = check_width("sigma", sigma)
-    a2, b2 = as_samples("a", a), as_samples("b", b)
+    a2, b2 = common_dtype(as_samples("a", a), as_samples("b", b))
     if a2.shape[1] != b2.shape[1]:
         raise ValueError(f"a and b must have the same number of features, got {tuple(a.shape)} and {tuple(b.shape)}")
     check_width_fits("sigma", sigma, a2.dtype)
@@ -427,7 +436,7 @@ def cs_conditional_divergence(
     """
     sigma_x, sigma_y = check_width("sigma_x", sigma_x), check_width("sigma_y", sigma_y)
     check_estimator(estimator)
-    x2, y2, p2 = as_samples("x", x), as_samples("y", y), as_samples("y_pred", y_pred)
+    x2, y2, p2 = common_dtype(as_samples("x", x), as_samples("y", y), as_samples("y_pred", y_pred))
     check_paired(("x", x2), ("y", y2), ("y_pred", p2))
     if y2.shape[1] != p2.shape[1]:
         raise ValueError(
@@ -462,6 +471,7 @@ __all__ = [
     "check_paired",
     "check_width",
     "check_width_fits",
+    "common_dtype",
     "cs_conditional_divergence",
     "cs_divergence",
     "cs_qmi",

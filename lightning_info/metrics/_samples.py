@@ -76,7 +76,7 @@ class SampleMetric(Metric):
                 getattr(self, state).append(value[:room])
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
-        """torchmetrics' merge (``forward``, ``merge_state``), then each list state cut to ``max_samples`` rows."""
+        """Merge like torchmetrics (``forward``, ``merge_state``), then cut each list state to ``max_samples`` rows."""
         super()._reduce_states(incoming_state)
         if self.max_samples is None:
             return

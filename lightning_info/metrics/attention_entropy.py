@@ -62,4 +62,4 @@ class AttentionEntropy(Metric):
         self.count = self.count + count.to(self.count.device)
 
     def compute(self) -> Tensor:
-        return _mean_compute(self.total, self.count)
+        return _mean_compute(self.total, self.count, "AttentionEntropy", self._update_count > 0)

@@ -89,7 +89,10 @@ class ConditionalMutualInformation(Metric):
     def compute(self) -> Tensor:
         """CMI in nats over every sample seen (all processes after a DDP sync)."""
         if float(self.total) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {int(self.total)}")
+            raise ValueError(
+                f"{type(self).__name__}.compute() needs at least 2 samples, got {int(self.total)}: "
+                "pass more rows to update()"
+            )
         q = centroids_from_statistics(self.class_sums, self.class_counts)
         cross = (self.class_sums * q.clamp_min(self.eps).log()).sum()
         return ((self.plogp - cross) / self.total).clamp_min(0.0)

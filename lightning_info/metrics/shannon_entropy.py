@@ -59,4 +59,4 @@ class ShannonEntropy(Metric):
         self.count += count.to(self.count.device)
 
     def compute(self) -> Tensor:
-        return _mean_compute(self.total, self.count)
+        return _mean_compute(self.total, self.count, "ShannonEntropy", self._update_count > 0)

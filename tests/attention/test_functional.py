@@ -162,3 +162,13 @@ def test_scale_must_be_finite() -> None:
         attention_entropy_from_qk(q, k, scale=float("nan"))
     with pytest.raises(TypeError, match="scale must be a real number"):
         attention_entropy_from_qk(q, k, scale="1")  # type: ignore[arg-type]
+
+
+def test_no_query_or_no_key_raises() -> None:
+    # found by tests/fuzz: IndexError from amax (no key) and torch.cat's message (no query)
+    for q, k in (
+        (torch.randn(1, 2, 0, 4), torch.randn(1, 2, 3, 4)),
+        (torch.randn(1, 2, 3, 4), torch.randn(1, 2, 0, 4)),
+    ):
+        with pytest.raises(ValueError, match="q and k must have at least one query and one key"):
+            attention_entropy_from_qk(q, k)

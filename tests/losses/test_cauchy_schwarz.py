@@ -401,5 +401,16 @@ def test_overflowing_exponents_raise_instead_of_nan() -> None:
     # float64 holds both: a large, finite divergence (the exponents are ~1e40 and ~1e60)
     assert math.isfinite(float(cs_divergence(1e20 * a.double(), 1e20 * b.double())))
     assert math.isfinite(float(cs_divergence(a.double(), b.double(), sigma=1e-30)))
-    with pytest.raises(ValueError, match="sigma must be >= .* for torch.float64 inputs"):
+    with pytest.raises(ValueError, match=r"sigma must be >= .* for torch.float64 inputs"):
         cs_divergence(a.double(), b.double(), sigma=1e-160)
+
+
+def test_mixed_dtypes_are_promoted() -> None:
+    # found by tests/fuzz: float16 a with float64 b raised torch's "mat1 and mat2 must have the same dtype"
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(6, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    mixed = cs_divergence(a.half(), b)
+    assert mixed.dtype == torch.float64
+    torch.testing.assert_close(mixed, cs_divergence(a.half().double(), b))
+    conditional = cs_conditional_divergence(a.float(), b, c.half())
+    torch.testing.assert_close(conditional, cs_conditional_divergence(a.float().double(), b, c.half().double()))

@@ -123,3 +123,17 @@ def test_masked_rows_sum_to_one_over_valid_keys_and_fully_masked_rows_pass() -> 
     short[..., 0, 1] = 0.2  # valid keys of row 0 sum to 0.7
     with pytest.raises(ValueError, match="over their valid keys"):
         attention_entropy(short, mask=valid)
+
+
+def test_compute_without_rows_raises_instead_of_nan() -> None:
+    # found by tests/fuzz: 0 / 0 = NaN per head was returned silently after updates that counted no row
+    metric = AttentionEntropy(normalize=True)
+    metric.update(torch.ones(1, 2, 3, 1))  # single-key rows: left out with normalize
+    with pytest.raises(ValueError, match=r"AttentionEntropy.compute\(\) has nothing to average"):
+        metric.compute()
+
+
+def test_all_rows_masked_error_names_the_arguments() -> None:
+    # found by tests/fuzz: the message named no argument
+    with pytest.raises(ValueError, match="every row of attn_probs is masked by mask"):
+        attention_entropy(torch.zeros(1, 2, 1, 3), mask=torch.zeros(1, 3, dtype=torch.bool))

@@ -147,8 +147,9 @@ def test_dsmi_and_capped_dse_do_not_depend_on_row_order() -> None:
         assert max(series_) - min(series_) <= 1e-12, series_
     # the metric: batches in any order, or merged states, give the same value
     perm = torch.randperm(100, generator=torch.Generator().manual_seed(7))
-    forward_order, reverse_order = DiffusionSpectralMutualInformation(sigma=1.0), DiffusionSpectralMutualInformation(
-        sigma=1.0
+    forward_order, reverse_order = (
+        DiffusionSpectralMutualInformation(sigma=1.0),
+        DiffusionSpectralMutualInformation(sigma=1.0),
     )
     for chunk in perm.split(25):
         forward_order.update(z[chunk], labels[chunk])
