@@ -112,17 +112,21 @@ def check_tensor(
 _SUM_TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 2e-2}
 
 
-def check_probabilities(name: str, x: Tensor, dim: int, *, hint: str) -> None:
+def check_probabilities(name: str, x: Tensor, dim: int, *, hint: str, rows: Tensor | None = None) -> None:
     """Raise ``ValueError`` unless ``x`` holds probability vectors along ``dim``: entries in [0, 1], sums 1.
 
     The sums are taken in float64 and compared with a tolerance of 1e-3 (1e-2 for float16, 2e-2 for bfloat16);
-    ``hint`` ends the message, e.g. ``"apply softmax to logits first"``.
+    ``hint`` ends the message, e.g. ``"apply softmax to logits first"``. ``rows`` (a bool tensor broadcastable to
+    the sums' shape) restricts the sum check to the rows where it is ``True`` (e.g. attention rows with a valid key).
     """
     if bool((x < 0).any()) or bool((x > 1).any()):
         raise ValueError(f"{name} must hold probabilities in [0, 1] ({hint})")
     sums = x.sum(dim=dim, dtype=torch.float64)
-    if not bool(torch.allclose(sums, torch.ones_like(sums), rtol=0.0, atol=_SUM_TOLERANCE.get(x.dtype, 1e-3))):
-        worst = float((sums - 1).abs().max())
+    deviation = (sums - 1).abs()
+    if rows is not None:
+        deviation = torch.where(rows, deviation, 0.0)
+    if deviation.numel() and float(deviation.max()) > _SUM_TOLERANCE.get(x.dtype, 1e-3):
+        worst = float(deviation.max())
         raise ValueError(f"{name} must sum to 1 along dim {dim}, got a deviation of {worst:.3g} ({hint})")
 
 

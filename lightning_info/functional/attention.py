@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 
 from lightning_info._internal.dtypes import upcast
-from lightning_info._internal.validation import check_bool, check_int, check_tensor
+from lightning_info._internal.validation import (
+    check_bool,
+    check_int,
+    check_number,
+    check_probabilities,
+    check_range,
+    check_tensor,
+)
 from lightning_info.functional.entropy import plogp_entropy
 
 __all__ = [
@@ -161,7 +168,9 @@ def attention_entropy_from_qk(
 
     Raises:
         TypeError: ``q``/``k``/masks are not tensors of a supported dtype.
-        ValueError: NaN/Inf in ``q``/``k``, shapes that do not match, masks that do not broadcast, ``chunk_size < 1``.
+        ValueError: NaN/Inf in ``q``/``k``, no query or no key, shapes that do not match, masks that do not broadcast,
+            ``chunk_size < 1``,
+            a ``temperature`` that is not finite and > 0, a ``scale`` that is not finite.
 
     Example:
         >>> q, k = torch.zeros(2, 5, 8), torch.randn(2, 5, 8)
@@ -178,6 +187,11 @@ def attention_entropy_from_qk(
     except RuntimeError as err:
         raise ValueError(f"batch dimensions of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast") from err
     num_queries, num_keys = q.shape[-2], k.shape[-2]
+    if num_queries < 1 or num_keys < 1:
+        raise ValueError(
+            f"q and k must have at least one query and one key (dim -2), got shapes {tuple(q.shape)} and "
+            f"{tuple(k.shape)}"
+        )
     if mask is not None:
         mask = _check_mask("mask", mask, batch_shape, num_queries, num_keys)
     if key_mask is not None:
@@ -185,9 +199,11 @@ def attention_entropy_from_qk(
             raise TypeError(f"key_mask must be a bool tensor or None, got {getattr(key_mask, 'dtype', key_mask)!r}")
         key_mask = _check_mask("key_mask", key_mask.unsqueeze(-2), batch_shape, num_queries, num_keys)
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    factor = (1.0 / math.sqrt(q.shape[-1])) if scale is None else float(scale)
+    factor = (1.0 / math.sqrt(q.shape[-1])) if scale is None else check_number("scale", scale)
     q = q.to(dtype) * factor
     if temperature is not None:
+        if not isinstance(temperature, Tensor):
+            check_range("temperature", temperature, 0.0, low_inclusive=False)
         t = torch.as_tensor(temperature, dtype=dtype, device=q.device)
         try:
             torch.broadcast_shapes(t.shape, batch_shape)
@@ -195,6 +211,8 @@ def attention_entropy_from_qk(
             raise ValueError(
                 f"temperature of shape {tuple(t.shape)} must broadcast to the batch dimensions {tuple(batch_shape)}"
             ) from err
+        if not bool((t.detach() > 0).all()) or not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(f"temperature must be finite and > 0, got minimum {float(t.detach().min())}")
         q = q / t[..., None, None]
     k_t = k.to(dtype).transpose(-1, -2)
     entropies, counts = [], []
@@ -438,15 +456,24 @@ def _attention_entropy_update(
     check_bool("normalize", normalize)
     if bool((attn_probs < 0).any()):
         raise ValueError("attn_probs must hold probabilities (no negative entries); pass softmax outputs")
-    p = upcast(attn_probs, torch.float64)
-    valid = _valid_keys(mask, p.shape, p.device)
+    valid = _valid_keys(mask, attn_probs.shape, attn_probs.device)
     if valid is None:
+        check_probabilities("attn_probs", attn_probs, -1, hint="pass softmax outputs")
+        p = upcast(attn_probs, torch.float64)
         row_entropy = plogp_entropy(p, dim=-1)
         num_keys = torch.full_like(row_entropy, float(p.shape[-1]))
     else:
-        p = p.masked_fill(~valid, 0.0)
+        kept = attn_probs.masked_fill(~valid, 0.0)  # in the input dtype: the sum tolerance is the dtype's
+        num_keys = valid.expand(attn_probs.shape).sum(dim=-1).to(torch.float64)
+        check_probabilities(
+            "attn_probs",
+            kept,
+            -1,
+            hint="rows must sum to 1 over their valid keys; pass softmax outputs",
+            rows=num_keys > 0,
+        )
+        p = upcast(kept, torch.float64)
         row_entropy = plogp_entropy(p, dim=-1)
-        num_keys = valid.expand(p.shape).sum(dim=-1).to(torch.float64)
     # rows are (..., B, H, Lq): fully masked rows (padded queries) are left out, and with normalize also rows with
     # a single key (entropy and maximum both 0)
     return head_entropy_totals(row_entropy, max_attention_entropy(num_keys), num_keys >= 1, normalize)
@@ -468,8 +495,9 @@ def attention_entropy(attn_probs: Tensor, mask: Tensor | str | None = None, norm
         mask: ``None`` (all keys valid), ``"causal"`` (query ``i`` of the last ``Lq`` positions sees keys
             ``0..i + Lk - Lq``, i.e. row ``i`` has ``i + 1`` keys when ``Lq == Lk``), or a bool tensor broadcastable
             to ``attn_probs`` where ``True`` marks a key the query may attend to (the *opposite* of
-            ``nn.MultiheadAttention``'s boolean ``attn_mask``). Probability mass on masked keys is ignored.
-            Rows without valid keys are left out of the mean.
+            ``nn.MultiheadAttention``'s boolean ``attn_mask``). Probability mass on masked keys is ignored; every
+            row with a valid key must sum to 1 over its valid keys. Rows without valid keys (padded queries) are
+            left out of the mean, whatever they hold.
         normalize: divide each row's entropy by ``log`` of its number of valid keys. Rows with a single valid key
             (entropy and maximum both 0) are then left out of the mean.
 
@@ -478,8 +506,10 @@ def attention_entropy(attn_probs: Tensor, mask: Tensor | str | None = None, norm
 
     Raises:
         TypeError: if ``attn_probs`` is not a floating tensor or ``mask`` is not a bool tensor / ``"causal"``.
-        ValueError: on a wrong rank, NaN/Inf or negative entries, a mask that does not broadcast, or when a head
-            has no row to average (e.g. ``normalize=True`` with a single key).
+        ValueError: on a wrong rank, NaN/Inf, entries outside [0, 1], a row that does not sum to 1 over its valid
+            keys (tolerance 1e-3; 1e-2 for float16, 2e-2 for bfloat16: unnormalised maps would give wrong, even
+            negative, entropies), a mask that does not broadcast, or when a head has no row to average (e.g.
+            ``normalize=True`` with a single key).
 
     Example:
         >>> import torch
@@ -492,5 +522,8 @@ def attention_entropy(attn_probs: Tensor, mask: Tensor | str | None = None, norm
     """
     total, count = _attention_entropy_update(attn_probs, mask, normalize)
     if bool((count == 0).any()):
-        raise ValueError("attention_entropy has no query row to average for some head (all rows masked or single-key)")
+        raise ValueError(
+            "attention_entropy has no query row to average for some head: every row of attn_probs is masked by mask "
+            "(or has a single key, left out with normalize=True)"
+        )
     return total / count

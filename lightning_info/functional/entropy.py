@@ -45,7 +45,8 @@ def renyi_entropy(p: Tensor, order: float) -> Tensor:
     if order == math.inf:
         return -torch.log(p.max())
     positive = p[p > 0]
-    return torch.log(positive.pow(order).sum()) / (1.0 - order)
+    # log sum p^a as a logsumexp of a log p: p^a underflows to 0 for large orders (a = 1e30 gave log 0 = -inf)
+    return torch.logsumexp(order * torch.log(positive), dim=0) / (1.0 - order)
 
 
 def _check_dim(x: Tensor, dim: object) -> int:
@@ -106,6 +107,15 @@ def _shannon_entropy_update(x: Tensor, from_logits: bool, base: float | str) -> 
     return entropy.sum(dtype=torch.float64), torch.tensor(entropy.numel(), dtype=torch.float64)
 
 
-def _mean_compute(total: Tensor, count: Tensor) -> Tensor:
-    """Mean from a running sum and count (NaN where the count is 0)."""
+def _mean_compute(total: Tensor, count: Tensor, owner: str, updated: bool) -> Tensor:
+    """Mean from a running sum and count.
+
+    After updates (``updated``) a count of 0 (every row empty or left out) raises ``ValueError`` instead of giving a
+    silent NaN; before any update the result is NaN, as torchmetrics' metrics give with its warning.
+    """
+    if updated and bool((count == 0).any()):
+        raise ValueError(
+            f"{owner}.compute() has nothing to average (no row counted for some entry): call update() with at least "
+            "one valid row first"
+        )
     return total / count

@@ -26,7 +26,8 @@ for ``N <= 10^4``; floored entries get no gradient (their true gradient is as sm
 Squared distances are computed once per pair of sample sets with a matrix product (``addmm``; exact differences
 for one feature), in O(N·M) memory: never an ``(N, M, d)`` tensor. Inputs of shape ``(N,)`` are ``N`` samples with
 one feature each (never broadcast across samples); inputs with more than two dimensions are flattened to
-``(N, -1)``. Half-precision inputs are computed in float32.
+``(N, -1)``. Half-precision inputs are computed in float32; sample sets of different dtypes are computed in their
+promoted dtype (float32 with float64: float64).
 
 Kernel widths (``sigma``) are a positive float or one of (computed without gradient, from the samples the kernel
 is applied to):
@@ -76,6 +77,14 @@ def as_samples(name: str, value: object, min_rows: int = 2) -> Tensor:
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     return tensor.reshape(tensor.shape[0], -1)
+
+
+def common_dtype(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The validated sample sets in their common (promoted) floating dtype: float32 and float64 give float64."""
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return tuple(tensor.to(dtype) for tensor in tensors)
 
 
 def check_width(name: str, sigma: object) -> KernelWidth:
@@ -165,6 +174,34 @@ def _resolve_width(sigma: KernelWidth, samples: Tensor, sq_dists: Tensor) -> Ten
     return float(sigma)
 
 
+def check_width_fits(name: str, sigma: KernelWidth, dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` if a float width is so small that ``1 / (2 sigma^2)`` overflows ``dtype``.
+
+    (``sigma=1e-30`` in float32 would turn the zero self-distances into ``0 * inf = NaN``.)
+    """
+    if isinstance(sigma, str):
+        return
+    factor = 0.5 / sigma / sigma
+    if factor > torch.finfo(dtype).max:
+        smallest = (0.5 / torch.finfo(dtype).max) ** 0.5
+        raise ValueError(
+            f"{name} must be >= {smallest:.3g} for {dtype} inputs (1 / (2 {name}^2) overflows), got {sigma!r}; "
+            "rescale the samples or pass float64 inputs"
+        )
+
+
+def _check_finite_result(function: str, value: Tensor, inputs: str, widths: str) -> Tensor:
+    """Return ``value`` or raise ``ValueError`` when the kernel exponents overflowed (NaN/Inf result)."""
+    if not bool(torch.isfinite(value.detach())):
+        wider = "" if value.dtype == torch.float64 else " or pass float64 inputs"
+        raise ValueError(
+            f"{function} is not finite ({float(value)}) in {value.dtype}: the kernel exponents "
+            f"|u - v|^2 / (2 sigma^2) of {inputs} overflow for {widths}; rescale the samples or use a larger width"
+            f"{wider}"
+        )
+    return value
+
+
 def _log_kernel(sq_dists: Tensor, sigma: Tensor | float) -> Tensor:
     return sq_dists * (-0.5 / sigma**2)
 
@@ -236,6 +273,8 @@ def ib_terms(
     ``prediction`` is :func:`cs_conditional_divergence` ``(x, y, y_pred)``, ``compression`` is :func:`cs_qmi`
     ``(x, t)``; the kernel matrix of ``x`` is built once for both.
     """
+    for name, width in (("sigma_x", sigma_x), ("sigma_t", sigma_t), ("sigma_y", sigma_y)):
+        check_width_fits(name, width, x.dtype)
     log_k = log_gram(x, sigma_x)
     k = _kernel(log_k)
     prediction = _conditional_from_kernel(k, log_k, y, y_pred, sigma_y, estimator)
@@ -262,7 +301,9 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
 
     Raises:
         TypeError: non-tensor or non-floating input, or a width of the wrong type.
-        ValueError: fewer than 2 samples, different feature counts, NaN/Inf, or a width <= 0.
+        ValueError: fewer than 2 samples, different feature counts, NaN/Inf, a width <= 0, or a result that is
+            not finite because the kernel exponents overflow the dtype (e.g. float32 samples of size ~1e20, or
+            ``sigma=1e-30``): rescale, widen ``sigma`` or pass float64 (see :func:`check_width_fits`).
 
     Example:
         >>> import torch
@@ -273,9 +314,10 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
         True
     """
     sigma = check_width("sigma", sigma)
-    a2, b2 = as_samples("a", a), as_samples("b", b)
+    a2, b2 = common_dtype(as_samples("a", a), as_samples("b", b))
     if a2.shape[1] != b2.shape[1]:
         raise ValueError(f"a and b must have the same number of features, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_width_fits("sigma", sigma, a2.dtype)
     m = a2.shape[0]
     if isinstance(sigma, str):  # one pooled matrix: the width rule needs every pair anyway
         log_pooled = log_gram(torch.cat([a2, b2]), sigma)
@@ -284,7 +326,8 @@ def cs_divergence(a: Tensor, b: Tensor, sigma: KernelWidth = 1.0) -> Tensor:
         log_aa, log_bb = log_gram(a2, sigma), log_gram(b2, sigma)
         log_ab = _log_kernel(squared_distances(a2, b2), sigma)
     # log(1/m^2 sum K_aa) + log(1/n^2 sum K_bb) - 2 log(1/(mn) sum K_ab): the 1/m, 1/n factors cancel
-    return _log_self_sum(_kernel(log_aa)) + _log_self_sum(_kernel(log_bb)) - 2 * _logsumexp(log_ab, dim=(0, 1))
+    value = _log_self_sum(_kernel(log_aa)) + _log_self_sum(_kernel(log_bb)) - 2 * _logsumexp(log_ab, dim=(0, 1))
+    return _check_finite_result("cs_divergence", value, "a and b", f"sigma={sigma!r}")
 
 
 def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidth = 1.0) -> Tensor:
@@ -311,7 +354,8 @@ def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidt
 
     Raises:
         TypeError: non-tensor or non-floating input, or a width of the wrong type.
-        ValueError: fewer than 2 samples, different numbers of samples, NaN/Inf, or a width <= 0.
+        ValueError: fewer than 2 samples, different numbers of samples, NaN/Inf, a width <= 0, or a result that
+            is not finite because the kernel exponents overflow the dtype (see :func:`cs_divergence`).
 
     Example:
         >>> import torch
@@ -323,7 +367,10 @@ def cs_qmi(x: Tensor, z: Tensor, sigma_x: KernelWidth = 1.0, sigma_z: KernelWidt
     sigma_x, sigma_z = check_width("sigma_x", sigma_x), check_width("sigma_z", sigma_z)
     x2, z2 = as_samples("x", x), as_samples("z", z)
     check_paired(("x", x2), ("z", z2))
-    return _qmi_from_kernels(_kernel(log_gram(x2, sigma_x)), _kernel(log_gram(z2, sigma_z)))
+    check_width_fits("sigma_x", sigma_x, x2.dtype)
+    check_width_fits("sigma_z", sigma_z, z2.dtype)
+    value = _qmi_from_kernels(_kernel(log_gram(x2, sigma_x)), _kernel(log_gram(z2, sigma_z)))
+    return _check_finite_result("cs_qmi", value, "x and z", f"sigma_x={sigma_x!r}, sigma_z={sigma_z!r}")
 
 
 def cs_conditional_divergence(
@@ -375,8 +422,9 @@ def cs_conditional_divergence(
 
     Raises:
         TypeError: non-tensor or non-floating input, or a width of the wrong type.
-        ValueError: fewer than 2 samples, mismatched samples or features, NaN/Inf, a width <= 0, or an unknown
-            estimator.
+        ValueError: fewer than 2 samples, mismatched samples or features, NaN/Inf, a width <= 0, an unknown
+            estimator, or a result that is not finite because the kernel exponents overflow the dtype (see
+            :func:`cs_divergence`).
 
     Example:
         >>> import torch
@@ -388,14 +436,19 @@ def cs_conditional_divergence(
     """
     sigma_x, sigma_y = check_width("sigma_x", sigma_x), check_width("sigma_y", sigma_y)
     check_estimator(estimator)
-    x2, y2, p2 = as_samples("x", x), as_samples("y", y), as_samples("y_pred", y_pred)
+    x2, y2, p2 = common_dtype(as_samples("x", x), as_samples("y", y), as_samples("y_pred", y_pred))
     check_paired(("x", x2), ("y", y2), ("y_pred", p2))
     if y2.shape[1] != p2.shape[1]:
         raise ValueError(
             f"y and y_pred must have the same number of features, got {tuple(y.shape)} and {tuple(y_pred.shape)}"
         )
+    check_width_fits("sigma_x", sigma_x, x2.dtype)
+    check_width_fits("sigma_y", sigma_y, y2.dtype)
     log_k = log_gram(x2, sigma_x)
-    return _conditional_from_kernel(_kernel(log_k), log_k, y2, p2, sigma_y, estimator)
+    value = _conditional_from_kernel(_kernel(log_k), log_k, y2, p2, sigma_y, estimator)
+    return _check_finite_result(
+        "cs_conditional_divergence", value, "x, y and y_pred", f"sigma_x={sigma_x!r}, sigma_y={sigma_y!r}"
+    )
 
 
 def check_estimator(estimator: object) -> Estimator:
@@ -417,6 +470,8 @@ __all__ = [
     "check_estimator",
     "check_paired",
     "check_width",
+    "check_width_fits",
+    "common_dtype",
     "cs_conditional_divergence",
     "cs_divergence",
     "cs_qmi",

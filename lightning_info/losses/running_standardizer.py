@@ -6,9 +6,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from lightning_info._internal.validation import check_int
+from lightning_info._internal.validation import check_int, check_tensor
 
-_MIN_STD = 1e-8
+_REL_STD = 1e-6
+"""A feature whose standard deviation is at most this fraction of its mean's magnitude (or exactly 0) has no spread
+to scale by: float32 round-off alone gives ~6e-8 relative. Such a feature is centred and divided by 1."""
 
 
 class RunningStandardizer(nn.Module):
@@ -22,6 +24,12 @@ class RunningStandardizer(nn.Module):
     (``sync=True``), so every rank holds identical buffers.
 
     Before the first :meth:`update` (``count == 0``) the map uses the statistics of the values it is given.
+
+    A feature without spread (standard deviation 0, or at most ``1e-6`` times its mean's magnitude, e.g. constant
+    targets in the first batches) is only centred, divided by 1, until a batch with spread arrives: dividing by a
+    floored standard deviation would blow errors up by ~1e8 (a CS-IB loss of 1e10 after a constant first batch).
+    An empty batch leaves the statistics unchanged; a batch with NaN/Inf raises ``ValueError`` and leaves them
+    unchanged too (under ``torch.distributed`` every rank raises, after the all-reduce).
 
     Args:
         num_features: number of columns ``k`` of the ``(N, k)`` values.
@@ -58,17 +66,39 @@ class RunningStandardizer(nn.Module):
             mean, var = values.detach().mean(dim=0), values.detach().var(dim=0, unbiased=False)
         else:
             mean, var = self.mean, self.var
-        return (values - mean.to(values.dtype)) / var.to(values.dtype).sqrt().clamp_min(_MIN_STD)
+        mean, std = mean.to(values.dtype), var.to(values.dtype).sqrt()
+        spread = (std > 0) & (std > _REL_STD * mean.abs())
+        return (values - mean) / torch.where(spread, std, torch.ones_like(std))
+
+    def _check(self, values: object) -> Tensor:
+        values = check_tensor("values", values, ndim=2, finite=False)
+        if values.shape[1] != self.num_features:
+            raise ValueError(
+                f"values must have num_features={self.num_features} columns, got shape {tuple(values.shape)}"
+            )
+        return values
 
     @torch.no_grad()
     def update(self, values: Tensor) -> None:
-        """Add the rows of ``(N, k)`` ``values`` to the statistics."""
-        v64 = values.detach().double()
+        """Add the rows of ``(N, k)`` ``values`` to the statistics (an empty batch changes nothing).
+
+        Raises:
+            TypeError / ValueError: ``values`` is not a floating ``(N, num_features)`` tensor, or has NaN/Inf (or
+                squares that overflow float64) on this or another process; the statistics are left unchanged.
+        """
+        v64 = self._check(values).detach().double()
         stats = torch.cat([v64.new_tensor([v64.shape[0]]), v64.sum(dim=0), v64.square().sum(dim=0)])
         if self.sync and dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
+            dist.all_reduce(stats)  # before any raise: every rank takes part, then all raise alike
+        if not bool(torch.isfinite(stats).all()):
+            raise ValueError(
+                "values contains NaN or Inf values (or values whose squares overflow float64), on this or another "
+                "process; the running statistics were left unchanged"
+            )
         k = self.num_features
         n_b, sum_b, sumsq_b = stats[0], stats[1 : 1 + k], stats[1 + k :]
+        if int(n_b.item()) == 0:
+            return
         mean_b = sum_b / n_b
         m2_b = (sumsq_b - n_b * mean_b.square()).clamp_min(0.0)
         n = self.count.double()

@@ -23,6 +23,14 @@ class SampleMetric(Metric):
     rows after a DDP sync. Shuffle the data when its order matters (e.g. a validation set sorted by class).
     float16/bfloat16 rows are stored in float32, float32/float64 as given.
 
+    The cap holds under ``forward`` (``metric(x)``: torchmetrics updates a fresh state with the batch and merges it
+    into the kept rows) and ``merge_state`` too: the merged rows are cut back to the first ``max_samples``.
+
+    Under DDP every process must call ``update`` at least once before ``compute``: torchmetrics replaces an empty
+    ``"cat"`` state by a 1-D empty tensor, whose shape does not match the other ranks' ``(N, d)`` rows, and the
+    gather fails or (gloo) blocks. With uneven shards (e.g. ``DistributedSampler(drop_last=True)`` off and few
+    batches) make sure each rank sees a batch, or compute on one rank without syncing (``sync_on_compute=False``).
+
     Args:
         max_samples: cap on the rows kept per process (``None``: keep all).
         states: names of the list states (all get the same rows count per ``update``).
@@ -61,15 +69,40 @@ class SampleMetric(Metric):
         if self.max_samples is not None:
             kept = sum(int(chunk.shape[0]) for chunk in getattr(self, next(iter(rows))))
             room = min(room, max(self.max_samples - kept, 0))
-            if room < first.shape[0] and not self._warned_cap:
-                rank_zero_warn(
-                    f"{type(self).__name__} keeps the first max_samples={self.max_samples} rows per process; "
-                    "later rows are dropped"
-                )
-                self._warned_cap = True
+            if room < first.shape[0]:
+                self._warn_cap()
         if room:
             for state, value in rows.items():
                 getattr(self, state).append(value[:room])
+
+    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        """Merge like torchmetrics (``forward``, ``merge_state``), then cut each list state to ``max_samples`` rows."""
+        super()._reduce_states(incoming_state)
+        if self.max_samples is None:
+            return
+        for state, reduce_fn in self._reductions.items():
+            chunks = getattr(self, state)
+            if reduce_fn is not dim_zero_cat or not isinstance(chunks, list):
+                continue
+            if sum(int(chunk.shape[0]) for chunk in chunks) <= self.max_samples:
+                continue
+            kept: list[Tensor] = []
+            room = self.max_samples
+            for chunk in chunks:
+                if room <= 0:
+                    break
+                kept.append(chunk[:room])
+                room -= int(kept[-1].shape[0])
+            setattr(self, state, kept)
+            self._warn_cap()
+
+    def _warn_cap(self) -> None:
+        if not self._warned_cap:
+            rank_zero_warn(
+                f"{type(self).__name__} keeps the first max_samples={self.max_samples} rows per process; "
+                "later rows are dropped"
+            )
+            self._warned_cap = True
 
     def _gathered(self, state: str = "samples") -> Tensor:
         """All stored rows of ``state`` (after the DDP sync, all processes' rows)."""

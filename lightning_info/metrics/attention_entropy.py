@@ -1,7 +1,7 @@
 """AttentionEntropy: mean row entropy of attention maps per (layer, head)."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.jit.script reads the class-level state annotations below and
+# cannot resolve them as strings
 from typing import Any
 
 import torch
@@ -62,4 +62,4 @@ class AttentionEntropy(Metric):
         self.count = self.count + count.to(self.count.device)
 
     def compute(self) -> Tensor:
-        return _mean_compute(self.total, self.count)
+        return _mean_compute(self.total, self.count, "AttentionEntropy", self._update_count > 0)

@@ -1,7 +1,7 @@
 """ConditionalMutualInformation: empirical I(X; Yhat | Y) of predicted distributions over every sample seen."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.jit.script reads the class-level state annotations below and
+# cannot resolve them as strings
 from typing import Any
 
 import torch
@@ -91,7 +91,10 @@ class ConditionalMutualInformation(Metric):
     def compute(self) -> Tensor:
         """CMI in nats over every sample seen (all processes after a DDP sync)."""
         if float(self.total) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 samples, got {int(self.total)}")
+            raise ValueError(
+                f"{type(self).__name__}.compute() needs at least 2 samples, got {int(self.total)}: "
+                "pass more rows to update()"
+            )
         q = centroids_from_statistics(self.class_sums, self.class_counts)
         cross = (self.class_sums * q.clamp_min(self.eps).log()).sum()
         return ((self.plogp - cross) / self.total).clamp_min(0.0)

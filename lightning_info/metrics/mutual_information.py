@@ -191,7 +191,7 @@ def estimate_mutual_information(
         x: samples of :math:`X`, shape ``(N, d_x)``.
         y: the paired samples of :math:`Y`, shape ``(N, d_y)``.
         estimator: ``"smile"``, ``"infonce"``, ``"nwj"`` or ``"mine"``.
-        steps: training steps.
+        steps: training steps (>= 1: an untrained critic bounds nothing useful).
         batch_size: minibatch size (at least 2, at most ``N``).
         lr: Adam learning rate.
         critic: ``"separable"`` or ``"concat"``.
@@ -220,7 +220,7 @@ def estimate_mutual_information(
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of rows, got {x.shape[0]} and {y.shape[0]}")
     n = x.shape[0]
-    steps = check_int("steps", steps, min_value=0)
+    steps = check_int("steps", steps, min_value=1)
     batch_size = check_int("batch_size", batch_size, min_value=2)
     lr = check_range("lr", lr, 0.0, low_inclusive=False)
     eval_batches = check_int("eval_batches", eval_batches, min_value=1)

@@ -1,7 +1,7 @@
 """ShannonEntropy: mean entropy of predicted distributions."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: torch.jit.script reads the class-level state annotations below and
+# cannot resolve them as strings
 from typing import Any
 
 import torch
@@ -60,4 +60,4 @@ class ShannonEntropy(Metric):
         self.count = self.count + count.to(self.count.device)
 
     def compute(self) -> Tensor:
-        return _mean_compute(self.total, self.count)
+        return _mean_compute(self.total, self.count, "ShannonEntropy", self._update_count > 0)

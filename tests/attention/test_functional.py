@@ -146,3 +146,29 @@ def test_bad_inputs_raise_clear_errors() -> None:
         mha_mask_views(torch.zeros(2, 4, dtype=torch.bool), None, batch_size=2, num_heads=1, num_queries=5, num_keys=5)
     with pytest.raises(ValueError, match="attn_mask must have shape"):
         mha_mask_views(None, torch.zeros(3, 5), batch_size=2, num_heads=1, num_queries=5, num_keys=5)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), torch.tensor([1.0, 0.0])])
+def test_temperature_must_be_positive_and_finite(temperature: object) -> None:
+    # issue 14.12: temperature <= 0 was accepted (t = 0: NaN rows; t < 0: the entropy of the reversed softmax)
+    q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="temperature must"):
+        attention_entropy_from_qk(q, k, temperature=temperature)
+
+
+def test_scale_must_be_finite() -> None:
+    q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        attention_entropy_from_qk(q, k, scale=float("nan"))
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        attention_entropy_from_qk(q, k, scale="1")  # type: ignore[arg-type]
+
+
+def test_no_query_or_no_key_raises() -> None:
+    # found by tests/fuzz: IndexError from amax (no key) and torch.cat's message (no query)
+    for q, k in (
+        (torch.randn(1, 2, 0, 4), torch.randn(1, 2, 3, 4)),
+        (torch.randn(1, 2, 3, 4), torch.randn(1, 2, 0, 4)),
+    ):
+        with pytest.raises(ValueError, match="q and k must have at least one query and one key"):
+            attention_entropy_from_qk(q, k)

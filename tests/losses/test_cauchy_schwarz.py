@@ -378,3 +378,39 @@ def test_bad_input() -> None:
         cs_divergence([1.0, 2.0], y)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least 2 rows"):
         cs_divergence(torch.tensor(1.0), y)
+
+
+def test_overflowing_exponents_raise_instead_of_nan() -> None:
+    # issue 14.12: finite float32 inputs of ~1e20, or sigma=1e-30, returned NaN silently
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    big = "is not finite .* overflow .*rescale the samples or use a larger width or pass float64 inputs"
+    with pytest.raises(ValueError, match=f"cs_divergence {big}"):
+        cs_divergence(1e20 * a, 1e20 * b)
+    with pytest.raises(ValueError, match=f"cs_qmi {big}"):
+        cs_qmi(1e20 * a, 1e20 * b)
+    with pytest.raises(ValueError, match=f"cs_conditional_divergence {big}"):
+        cs_conditional_divergence(1e20 * a, 1e20 * b[:, 0], 1e20 * b[:, 1])
+    for call, name in (
+        (lambda: cs_divergence(a, b, sigma=1e-30), "sigma"),
+        (lambda: cs_qmi(a, b, sigma_z=1e-30), "sigma_z"),
+        (lambda: cs_conditional_divergence(a, b[:, 0], b[:, 1], sigma_x=1e-30), "sigma_x"),
+    ):
+        with pytest.raises(ValueError, match=f"{name} must be >= 3.83e-20 for torch.float32 inputs"):
+            call()
+    # float64 holds both: a large, finite divergence (the exponents are ~1e40 and ~1e60)
+    assert math.isfinite(float(cs_divergence(1e20 * a.double(), 1e20 * b.double())))
+    assert math.isfinite(float(cs_divergence(a.double(), b.double(), sigma=1e-30)))
+    with pytest.raises(ValueError, match=r"sigma must be >= .* for torch.float64 inputs"):
+        cs_divergence(a.double(), b.double(), sigma=1e-160)
+
+
+def test_mixed_dtypes_are_promoted() -> None:
+    # found by tests/fuzz: float16 a with float64 b raised torch's "mat1 and mat2 must have the same dtype"
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(6, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    mixed = cs_divergence(a.half(), b)
+    assert mixed.dtype == torch.float64
+    torch.testing.assert_close(mixed, cs_divergence(a.half().double(), b))
+    conditional = cs_conditional_divergence(a.float(), b, c.half())
+    torch.testing.assert_close(conditional, cs_conditional_divergence(a.float().double(), b, c.half().double()))

@@ -423,3 +423,17 @@ def test_built_loss_with_other_num_targets_warns_and_keeps_the_term(tmp_path: Pa
     with pytest.warns(UserWarning, match=r"batch\[1\] \(16, 2\) does not have the loss's num_targets=1"):
         trainer.fit(TwoTargets(), loader(_two_targets()))
     assert "csib/prediction" not in trainer.callback_metrics and "csib/compression" in trainer.callback_metrics
+
+
+def test_constant_first_batch_of_targets_gives_a_moderate_loss() -> None:
+    # issue 14.8: the std floor of 1e-8 turned a constant first batch into a loss of ~1e10-1e12
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(32, 5, generator=g), torch.randn(32, 3, generator=g)
+    y = torch.full((32,), 3.0)
+    p = 3.0 + 0.5 * torch.randn(32, generator=g)
+    loss_fn = CSIBLoss(beta=0.1, sigma_x=1.0, sigma_t=1.0, sigma_y=1.0)
+    loss = loss_fn(x, t, p, y)
+    assert bool(torch.isfinite(loss)) and float(loss) < 100.0
+    # the constant targets are only centred: the same as the unstandardised loss on y - 3, y_pred - 3
+    reference = CSIBLoss(beta=0.1, sigma_x=1.0, sigma_t=1.0, sigma_y=1.0, standardize_targets=False)
+    torch.testing.assert_close(loss, reference(x, t, p - 3.0, y - 3.0))

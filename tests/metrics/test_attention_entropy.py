@@ -87,10 +87,53 @@ def test_errors(args: tuple, kwargs: dict, error: type, match: str) -> None:
 
 def test_metric_accumulates_rows_like_one_call() -> None:
     torch.manual_seed(2)
-    attn = torch.softmax(torch.randn(6, 2, 4, 4), dim=-1)
+    causal = torch.ones(4, 4, dtype=torch.bool).tril()
+    attn = torch.softmax(torch.randn(6, 2, 4, 4).masked_fill(~causal, -torch.inf), dim=-1)  # rows sum to 1 causally
     metric = AttentionEntropy(normalize=True)
     metric.update(attn[:2], mask="causal")
     metric.update(attn[2:], mask="causal")
     torch.testing.assert_close(metric.compute(), attention_entropy(attn, mask="causal", normalize=True))
     with pytest.raises(ValueError, match="layers and heads"):
         metric.update(attn[:, :1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_unnormalised_rows_are_rejected(dtype: torch.dtype) -> None:
+    # issue 14.7: unnormalised maps gave negative entropies (e.g. 2 * uniform: -0.69 per row)
+    attn = torch.full((1, 2, 3, 4), 0.5, dtype=dtype)
+    with pytest.raises(ValueError, match="attn_probs must sum to 1 along dim -1, got a deviation of 1"):
+        attention_entropy(attn)
+    with pytest.raises(ValueError, match="attn_probs must sum to 1"):
+        AttentionEntropy().update(attn)
+    # the tolerance follows the dtype: softmax rounding passes, a 5% deficit does not
+    soft = torch.softmax(torch.randn(2, 2, 3, 16, dtype=torch.float64), dim=-1)
+    assert bool(torch.isfinite(attention_entropy(soft.to(dtype))).all())
+    with pytest.raises(ValueError, match="sum to 1"):
+        attention_entropy((0.95 * soft).to(dtype))
+
+
+def test_masked_rows_sum_to_one_over_valid_keys_and_fully_masked_rows_pass() -> None:
+    valid = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    attn = torch.tensor([[0.5, 0.5, 0.7], [1.0, 0.3, 0.0], [0.2, 0.9, 0.4]]).expand(1, 1, 3, 3)
+    # mass on masked keys is ignored; the fully masked last row is left out whatever it holds
+    torch.testing.assert_close(
+        attention_entropy(attn, mask=valid), torch.tensor([math.log(2) / 2], dtype=torch.float64)
+    )
+    short = attn.clone()
+    short[..., 0, 1] = 0.2  # valid keys of row 0 sum to 0.7
+    with pytest.raises(ValueError, match="over their valid keys"):
+        attention_entropy(short, mask=valid)
+
+
+def test_compute_without_rows_raises_instead_of_nan() -> None:
+    # found by tests/fuzz: 0 / 0 = NaN per head was returned silently after updates that counted no row
+    metric = AttentionEntropy(normalize=True)
+    metric.update(torch.ones(1, 2, 3, 1))  # single-key rows: left out with normalize
+    with pytest.raises(ValueError, match=r"AttentionEntropy.compute\(\) has nothing to average"):
+        metric.compute()
+
+
+def test_all_rows_masked_error_names_the_arguments() -> None:
+    # found by tests/fuzz: the message named no argument
+    with pytest.raises(ValueError, match="every row of attn_probs is masked by mask"):
+        attention_entropy(torch.zeros(1, 2, 1, 3), mask=torch.zeros(1, 3, dtype=torch.bool))

@@ -179,3 +179,9 @@ def test_information_monitor_logs_cmi_of_the_logits(tmp_path: Path) -> None:
 
 # The 2-process DDP check (synced value == single-process value, with a class present on one rank only) runs in
 # tests/distill/test_ddp.py, through MCMICallback's validation metric, to share one DDP launch.
+
+
+def test_compute_error_names_update() -> None:
+    # found by tests/fuzz: the message named no argument or method to act on
+    with pytest.raises(ValueError, match=r"compute\(\) needs at least 2 samples, got 0: pass more rows to update\(\)"):
+        ConditionalMutualInformation(num_classes=3).compute()

@@ -98,3 +98,18 @@ def test_metric_concatenates_and_caps() -> None:
         MatrixEntropy(max_samples=1)
     with pytest.raises(ValueError, match="before any update"), pytest.warns(UserWarning):
         MatrixEntropy().compute()
+
+
+def test_huge_order_tends_to_the_min_entropy() -> None:
+    # found by tests/fuzz: alpha=1e30 underflowed lambda^alpha to 0 and returned inf
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]], dtype=torch.float64)
+    eigenvalues = np.linalg.eigvalsh(_cosine_gram(z.numpy()) / 3)
+    expected = -math.log(eigenvalues.max())
+    for dtype in (torch.float16, torch.float64):
+        value = float(matrix_entropy(z.to(dtype), alpha=1e30))
+        assert value == pytest.approx(expected, rel=1e-3 if dtype == torch.float16 else 1e-12)
+
+
+def _cosine_gram(z: np.ndarray) -> np.ndarray:
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return unit @ unit.T

@@ -230,3 +230,10 @@ def test_infonce_is_capped_by_log_batch_while_smile_is_not(one_thread: None) -> 
     infonce_value = estimate_mutual_information(x, y, "infonce", steps=500, batch_size=64)
     assert cap < smile_value < 6.0 + 0.25
     assert cap - 1.0 < infonce_value <= cap
+
+
+def test_estimate_needs_at_least_one_step() -> None:
+    # issue 14.12: steps=0 returned the bound of an untrained critic
+    x = torch.randn(64, 2)
+    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
+        estimate_mutual_information(x, x, steps=0, batch_size=8)

@@ -87,3 +87,11 @@ def test_metric_is_mean_over_all_distributions() -> None:
         assert torch.isnan(metric.compute())
     with pytest.raises(TypeError, match="from_logits"):
         ShannonEntropy(from_logits=1)  # type: ignore[arg-type]
+
+
+def test_compute_without_rows_raises_instead_of_nan() -> None:
+    # found by tests/fuzz: 0 / 0 = NaN was returned silently after updates without rows
+    metric = ShannonEntropy()
+    metric.update(torch.empty(0, 3))
+    with pytest.raises(ValueError, match=r"ShannonEntropy.compute\(\) has nothing to average .* update\(\)"):
+        metric.compute()

@@ -72,3 +72,11 @@ def test_metric_matches_functional() -> None:
     with pytest.warns(UserWarning, match="keeps the first max_samples=35 rows"):
         metric.update(b)
     torch.testing.assert_close(metric.compute(), vendi_score(torch.cat([a, b[:5]]), q=2.0))
+
+
+def test_huge_order_tends_to_the_order_inf_score() -> None:
+    # found by tests/fuzz: q=1e30 returned inf (lambda^q underflowed to 0)
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]], dtype=torch.float64)
+    unit = z.numpy() / np.linalg.norm(z.numpy(), axis=1, keepdims=True)
+    expected = 1.0 / np.linalg.eigvalsh(unit @ unit.T / 3).max()  # VS_inf = 1 / lambda_max
+    assert float(vendi_score(z, q=1e30)) == pytest.approx(expected, rel=1e-12)
