@@ -55,15 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path, help="the run's folder, e.g. runs/latest")
     report.add_argument("--out", type=Path, default=None, help="where to write the report (default: RUN_DIR/report)")
+    for command in (demo, report):  # usage errors found after parsing print the subcommand's usage
+        command.set_defaults(error=command.error)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightning-info`` console script; usage errors exit with argparse's code 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "report":
-        return _report(parser, args)
+        return _report(args)
     from lightning_info.demo import PARTS, DemoConfig, run_demo
 
     if args.parts is None:
@@ -85,20 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
         )
     except (ValueError, TypeError) as error:
-        parser.error(str(error))
+        args.error(str(error))
     run_demo(config)
     return 0
 
 
-def _report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace) -> int:
     from lightning_info.demo.report import report_run
 
     if not args.run_dir.is_dir():
-        parser.error(f"run_dir must be a demo run's folder, got {args.run_dir}")
+        args.error(f"run_dir must be a demo run's folder, got {args.run_dir}")
     try:
         files = report_run(args.run_dir, args.out)
     except FileNotFoundError as error:
-        parser.error(str(error))
+        args.error(str(error))
     print(f"[report] {', '.join(str(f) for f in files)}")
     print((files[-1]).read_text())
     return 0
