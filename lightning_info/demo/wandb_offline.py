@@ -92,7 +92,7 @@ def read_run(run_file: str | Path, timeout: float = 30.0) -> OfflineRun:
         records = []
         try:
             for raw in _records(path.read_bytes()):
-                record = wandb_internal_pb2.Record()
+                record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf
                 record.ParseFromString(raw)
                 records.append(record)
         except DecodeError:  # read while wandb's writer was mid-record: read again

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import warnings
+from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
@@ -65,7 +66,7 @@ def _fit(
     data: Split,
     *,
     train: tuple[Tensor, Tensor] | None = None,
-    callbacks: list[Callback] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> None:
     x, y = train if train is not None else data.train
     loader = torch.utils.data.DataLoader(
@@ -81,7 +82,7 @@ def _fit(
         limit_train_batches=3 if ctx.fast else None,
         logger=stage.loggers,
         log_every_n_steps=1 if ctx.fast else 5,
-        callbacks=[*(callbacks or []), stage.progress_bar()],
+        callbacks=[*callbacks, stage.progress_bar()],
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=str(ctx.out),
