@@ -8,8 +8,8 @@ parameters that moved; logs to W&B offline (``fisher/kept_frac/<layer>``, ``fish
 
     python examples/fish_finetune.py --out runs/fish_finetune [--seeds 3] [--fast]
 
-The same fine-tuning with LightningCLI (FisherMask configured by class path; needs the ``pretrained.pt`` the
-script writes first):
+The same fine-tuning with LightningCLI (FisherMask configured by class path; starts from the ``pretrained.pt`` the
+script writes, and pretrains it first, seed 0, when the file is missing):
 
     python examples/fish_finetune.py fit --config examples/configs/fish_finetune.yaml
 """
@@ -74,10 +74,8 @@ class DigitsMLP(LightningModule):
         self.head = nn.Linear(hidden, 10)
         if pretrained is not None:
             if not Path(pretrained).is_file():
-                raise FileNotFoundError(
-                    f"pretrained={pretrained!r} does not exist; run `python examples/fish_finetune.py` first "
-                    "(it writes pretrained.pt under --out) or pass --model.pretrained=null"
-                )
+                print(f"[fish_finetune] {pretrained} does not exist: pretraining on classes 0-4 first (seed 0)")
+                pretrain(Path(pretrained), seed=0, hidden=hidden, lr=lr, weight_decay=weight_decay)
             self.load_state_dict(torch.load(pretrained, weights_only=True))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -123,9 +121,8 @@ def _accuracy(model: nn.Module, data: DigitsTask) -> float:
         return float((model(x).argmax(-1) == y).float().mean())
 
 
-def run(seed: int, out: Path, fast: bool, lr: float) -> dict[str, dict[str, float]]:
-    """Pretrain on 0-4 (seed ``seed``), then fine-tune on 5-9 once per method; returns metrics per method."""
-    common: dict[str, Any] = {
+def _trainer_options(fast: bool) -> dict[str, Any]:
+    return {
         "accelerator": "cpu",
         "enable_progress_bar": False,
         "enable_model_summary": False,
@@ -134,14 +131,26 @@ def run(seed: int, out: Path, fast: bool, lr: float) -> dict[str, dict[str, floa
         "limit_train_batches": 2 if fast else None,
         "max_epochs": 1 if fast else 30,
     }
+
+
+def pretrain(path: Path, seed: int, fast: bool = False, **hparams: Any) -> DigitsMLP:
+    """Train a :class:`DigitsMLP` (``hparams``: its arguments) on classes 0-4 and save its state dict to ``path``."""
+    seed_everything(seed, verbose=False)
+    model = DigitsMLP(**hparams)
+    Trainer(logger=False, **_trainer_options(fast)).fit(model, DigitsTask(list(range(5)), seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def run(seed: int, out: Path, fast: bool, lr: float) -> dict[str, dict[str, float]]:
+    """Pretrain on 0-4 (seed ``seed``), then fine-tune on 5-9 once per method; returns metrics per method."""
+    common = _trainer_options(fast)
     old, new = DigitsTask(list(range(5)), seed), DigitsTask(list(range(5, 10)), seed)
     old.setup()
     new.setup()
-    seed_everything(seed, verbose=False)
-    base = DigitsMLP(lr=lr)
-    Trainer(logger=False, **common).fit(base, old)
     pretrained = out / f"pretrained_seed{seed}.pt"
-    torch.save(base.state_dict(), pretrained)
+    base = pretrain(pretrained, seed, fast, lr=lr)
     if seed == 0:
         torch.save(base.state_dict(), out / "pretrained.pt")  # the LightningCLI config starts from this one
     runs: dict[str, FisherMask | None] = {"full fine-tuning": None}

@@ -29,6 +29,7 @@ class DigitsTransformer(LightningModule):
         token_dim: int = 8,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters(ignore=["optimizer_factory"])
         self.optimizer_factory = optimizer_factory or (lambda p: torch.optim.AdamW(p, lr=3e-3, weight_decay=1e-4))
         self.embed = nn.Linear(token_dim, d_model)
         self.position = nn.Parameter(torch.zeros(1, tokens, d_model))

@@ -1,10 +1,13 @@
-"""The demo's outputs: a history of logged values, the summary table, a Markdown report and figures."""
+"""The demo's outputs: a history of logged values, the summary and stage tables, a Markdown report and figures.
+
+:func:`report_run` writes the same report again from a run's W&B offline files alone (``lightning-info report``).
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,14 @@ class MetricsHistory(Logger):
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def format_table(summary: dict[str, float]) -> str:
+SETTINGS = ("parts", "optimizer", "max_epochs", "seed", "fast", "threads")
+"""The demo's settings, in the order ``summary.md`` lists them (logged as hyper-parameters of every stage's run)."""
+
+StageTime = tuple[str, int, float]
+"""``(stage name, epochs, wall time in seconds)``."""
+
+
+def format_table(summary: Mapping[str, float]) -> str:
     """A two-column text table ``metric | value``."""
     width = max([len("metric"), *map(len, summary)])
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ----------"]
@@ -59,8 +69,30 @@ def format_table(summary: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, summary: dict[str, float], history: MetricsHistory, run_location: str) -> list[Path]:
-    """Write ``summary.md`` and the figures under ``out``; return the files.
+def format_stages(stages: Sequence[StageTime]) -> str:
+    """A text table of the stages: number, name, epochs and wall time, with the total."""
+    width = max([len("stage"), len("total"), *(len(name) for name, _, _ in stages)])
+    lines = [f"  #  {'stage':<{width}}  epochs  wall time", f"---  {'-' * width}  ------  ---------"]
+    lines += [
+        f"{i:>3}  {name:<{width}}  {epochs:>6}  {seconds:>8.1f}s" for i, (name, epochs, seconds) in enumerate(stages, 1)
+    ]
+    lines.append(f"     {'total':<{width}}  {'':>6}  {sum(s for _, _, s in stages):>8.1f}s")
+    return "\n".join(lines)
+
+
+def _setting(value: Any) -> str:
+    return ", ".join(map(str, value)) or "none" if isinstance(value, list | tuple) else str(value)
+
+
+def write_report(
+    out: Path,
+    summary: Mapping[str, float],
+    history: MetricsHistory,
+    run_location: str,
+    settings: Mapping[str, Any],
+    stages: Sequence[StageTime],
+) -> list[Path]:
+    """Write ``summary.md`` (settings, results, stages) and the figures under ``out``; return the files.
 
     Figures need matplotlib: ``loss_curves.png`` always, ``attention_entropy.png`` (last logged entropy per layer and
     head, ``attn_entropy/layer{i}/head{j}``) and ``information_plane.png`` (the ``info/<layer>/mi_xt`` /
@@ -77,13 +109,62 @@ def write_report(out: Path, summary: dict[str, float], history: MetricsHistory, 
         if figure is not None:
             files.append(figure)
     report = out / "summary.md"
+    setting_rows = "\n".join(f"| `{key}` | {_setting(value)} |" for key, value in settings.items())
     rows = "\n".join(f"| `{key}` | {value:.4g} |" for key, value in summary.items())
+    stage_rows = "\n".join(
+        f"| {i} | {name} | {epochs} | {seconds:.1f} |" for i, (name, epochs, seconds) in enumerate(stages, 1)
+    )
+    total = sum(seconds for _, _, seconds in stages)
     images = "\n".join(f"![{f.stem}]({f.name})" for f in files)
     report.write_text(
-        f"# lightning-info demo\n\nRun: `{run_location}`\n\n| metric | value |\n|---|---|\n{rows}\n\n{images}\n"
+        f"# lightning-info demo\n\nRun: `{run_location}`\n\n## Settings\n\n| setting | value |\n|---|---|\n"
+        f"{setting_rows}\n\n## Results\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+        f"## Stages\n\n| # | stage | epochs | wall time (s) |\n|---|---|---|---|\n{stage_rows}\n"
+        f"| | total | | {total:.1f} |\n\n{images}\n"
     )
     files.append(report)
     return files
+
+
+def history_from_rows(rows: Sequence[Mapping[str, Any]]) -> MetricsHistory:
+    """A :class:`MetricsHistory` of W&B history rows (numbers only, at ``trainer/global_step``, else ``_step``)."""
+    history = MetricsHistory()
+    for row in rows:
+        step = row.get("trainer/global_step", row.get("_step", 0))
+        numbers = {
+            key: value
+            for key, value in row.items()
+            if not key.startswith("_") and key != "trainer/global_step" and isinstance(value, int | float)
+        }
+        if numbers:
+            history.log_metrics(numbers, step=int(step))
+    return history
+
+
+def report_run(run_dir: Path, out: Path | None = None) -> list[Path]:
+    """Write the report of a finished demo run again from its W&B offline runs alone (no account, no network).
+
+    ``run_dir`` is the run's folder (the demo's ``--out/<timestamp>`` or ``--out/latest``); every stage's run under
+    it is read, in stage order. The report goes to ``out`` (default ``run_dir/report``); returns its files.
+
+    Raises:
+        FileNotFoundError: no W&B demo stage run under ``run_dir``.
+    """
+    from lightning_info.demo.wandb_offline import read_run, run_files
+
+    runs = [run for run in map(read_run, run_files(run_dir)) if "demo_stage" in run.summary]
+    if not runs:
+        raise FileNotFoundError(f"no W&B offline demo run (run-*.wandb with a demo stage) under {run_dir}")
+    runs.sort(key=lambda run: run.summary["demo_stage"]["index"])
+    summary: dict[str, float] = {}
+    for run in runs:
+        summary.update(run.summary.get("demo_summary", {}))
+    stages = [(s["name"], s["epochs"], s["seconds"]) for s in (run.summary["demo_stage"] for run in runs)]
+    settings = {key: runs[0].config[key] for key in SETTINGS if key in runs[0].config}
+    location = str(runs[0].path.parent.parent)  # .../wandb/offline-run-*/run-*.wandb -> .../wandb
+    return write_report(
+        out or run_dir / "report", summary, history_from_rows(runs[0].history), location, settings, stages
+    )
 
 
 def _pyplot() -> Any:

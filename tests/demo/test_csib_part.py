@@ -32,3 +32,6 @@ def test_csib_stage_trains_and_logs_into_the_demo_loggers(tmp_path: Path, wandb_
     assert steps == [step for step, _ in series(rows, "csib/prediction")] and len(steps) == 10  # 2 epochs x 5
     assert all(math.isfinite(v) for _, v in series(rows, "csib/prediction"))
     assert len(history.series("csib/compression")[1]) == 10
+    # two stages, the MSE baseline logged too
+    assert [stage.name for stage in ctx.stages] == ["CS-IB regressor (diabetes)", "MSE regressor (diabetes)"]
+    assert len(series(rows, "diabetes/test_rmse")) == 2

@@ -17,7 +17,7 @@ def test_monitor_part_logs_info_keys_and_prints_their_final_values(
     assert main(["demo", "--fast", "--parts", "monitor", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert all(key in printed for key in SUMMARY_KEYS), printed  # the summary table shows the final values
-    rows = read_history(tmp_path / "wandb")
+    rows = read_history(tmp_path / "latest" / "wandb")
     # --fast: 4 training steps, every_n_steps=2 -> logged at steps 0 and 2, figures at the one validation end
     assert [step for step, _ in series(rows, "info/pool/vendi")] == [0, 2]
     assert [step for step, _ in series(rows, "info/head/cmi")] == [0, 2]

@@ -2,26 +2,27 @@
 
 Recipe of Ye et al. (ICLR 2024) on a small scale: an MLP teacher on the flattened digits is trained with
 cross-entropy, then fine-tuned with :class:`~lightning_info.distill.MCMICallback` (CE - lambda * CMI, warm start; the
-fine-tune logs ``mcmi/cmi``, ``mcmi/ce`` and ``mcmi/val_cmi`` into the demo's loggers) and, for comparison, with
+fine-tune logs ``mcmi/cmi``, ``mcmi/ce`` and ``mcmi/val_cmi``) and, for comparison, with
 cross-entropy alone for as many epochs. A smaller student is distilled from each teacher with
 :class:`~lightning_info.distill.DistillationModule` on 10% of the training labels. The stage returns the teachers'
 test accuracy and test CMI and the two students' test accuracy (one seed: see ``examples/mcmi_distillation.py`` for
-mean ± std over seeds).
+mean ± std over seeds). Each of the five fits is a demo stage (its own W&B run) that records its results.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import warnings
+from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 
 from lightning_info.demo.data import Split, load_digits_tokens
-from lightning_info.demo.parts import DemoContext, register_part
+from lightning_info.demo.parts import DemoContext, Stage, register_part
 from lightning_info.distill import DistillationModule, MCMICallback
 from lightning_info.metrics import ConditionalMutualInformation
 
@@ -39,8 +40,9 @@ def _mlp(*widths: int) -> nn.Sequential:
 class _Classifier(LightningModule):
     """Cross-entropy on ``net``; MCMI is added from outside by the callback."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, lr: float = 2e-3) -> None:
         super().__init__()
+        self.save_hyperparameters(ignore=["net"])
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,18 +56,17 @@ class _Classifier(LightningModule):
         self(batch[0])  # MCMICallback measures the validation CMI on the captured logits
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=2e-3)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
 
 
 def _fit(
     ctx: DemoContext,
+    stage: Stage,
     module: LightningModule,
     data: Split,
-    epochs: int,
     *,
     train: tuple[Tensor, Tensor] | None = None,
-    callbacks: list[Callback] | None = None,
-    loggers: list[Logger] | bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> None:
     x, y = train if train is not None else data.train
     loader = torch.utils.data.DataLoader(
@@ -77,17 +78,19 @@ def _fit(
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
-        max_epochs=1 if ctx.fast else epochs,
-        limit_train_batches=3 if ctx.fast else 1.0,
-        logger=loggers,
+        max_epochs=stage.epochs,
+        limit_train_batches=3 if ctx.fast else None,
+        logger=stage.loggers,
         log_every_n_steps=1 if ctx.fast else 5,
-        callbacks=callbacks or [],
+        callbacks=[*callbacks, stage.progress_bar()],
         enable_checkpointing=False,
-        enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(ctx.out),
     )
-    trainer.fit(module, loader, data.loader("val", 512) if callbacks else None)
+    with warnings.catch_warnings():
+        # DistillationModule keeps its frozen teacher in eval mode on purpose
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(module, loader, data.loader("val", 512))
 
 
 @torch.no_grad()
@@ -111,41 +114,52 @@ def _labelled_subset(data: Split, seed: int) -> tuple[Tensor, Tensor]:
     return x[index], y[index]
 
 
+_BASE = "base teacher (CE)"
+_EPOCHS = {"base": 15, "teacher": 5, "student": 80}
+_TEACHERS = {"ce": "CE", "mcmi": "MCMI"}
+
+
 def _stage(ctx: DemoContext) -> dict[str, float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny MLPs: threads only add overhead
+    epochs = {name: 1 if ctx.fast else n for name, n in _EPOCHS.items()}
+    summary: dict[str, float] = {}
     try:
         data = load_digits_tokens(seed=ctx.seed)
-        seed_everything(ctx.seed, workers=True, verbose=False)
-        base = _Classifier(_mlp(64, 128, 10))
-        _fit(ctx, base, data, epochs=15)
+        with ctx.stage(_BASE, epochs["base"]) as stage:
+            seed_everything(ctx.seed, workers=True, verbose=False)
+            base = _Classifier(_mlp(64, 128, 10))
+            _fit(ctx, stage, base, data)
         teachers: dict[str, nn.Module] = {}
-        for name in ("ce", "mcmi"):
-            seed_everything(ctx.seed + 1, workers=True, verbose=False)
-            module = copy.deepcopy(base)
-            if name == "mcmi":
-                callback = MCMICallback(num_classes=10, lam=_LAM)
-                _fit(ctx, module, data, epochs=5, callbacks=[callback], loggers=ctx.loggers)
-            else:
-                _fit(ctx, module, data, epochs=5)
-            teachers[name] = module.net
-        summary: dict[str, float] = {}
+        for name, label in _TEACHERS.items():
+            with ctx.stage(
+                f"{label} teacher fine-tune", epochs["teacher"], lam=_LAM if name == "mcmi" else 0.0
+            ) as stage:
+                seed_everything(ctx.seed + 1, workers=True, verbose=False)
+                module = copy.deepcopy(base)
+                callbacks = [MCMICallback(num_classes=10, lam=_LAM)] if name == "mcmi" else []
+                _fit(ctx, stage, module, data, callbacks=callbacks)
+                teachers[name] = module.net
+                acc, cmi = _scores(module.net, data)
+                stage.record({f"mcmi/teacher_{name}_test_acc": acc, f"mcmi/teacher_{name}_test_cmi": cmi})
+            summary.update(stage.summary)
         subset = _labelled_subset(data, ctx.seed)
-        for name, teacher in teachers.items():
-            summary[f"mcmi/teacher_{name}_test_acc"], summary[f"mcmi/teacher_{name}_test_cmi"] = _scores(teacher, data)
-            seed_everything(ctx.seed + 2, workers=True, verbose=False)  # the same student initialisation for both
-            student = _mlp(64, 16, 10)
-            optimizer = lambda params: torch.optim.Adam(params, lr=1e-2)  # noqa: E731
-            _fit(ctx, DistillationModule(student, teacher, optimizer=optimizer), data, epochs=80, train=subset)
-            summary[f"mcmi/student_from_{name}_test_acc"] = _scores(student, data)[0]
+        for name, label in _TEACHERS.items():
+            with ctx.stage(f"student from {label} teacher", epochs["student"], label_fraction=_LABEL_FRACTION) as stage:
+                seed_everything(ctx.seed + 2, workers=True, verbose=False)  # the same student initialisation for both
+                student = _mlp(64, 16, 10)
+                optimizer = lambda params: torch.optim.Adam(params, lr=1e-2)  # noqa: E731
+                _fit(ctx, stage, DistillationModule(student, teachers[name], optimizer=optimizer), data, train=subset)
+                stage.record({f"mcmi/student_from_{name}_test_acc": _scores(student, data)[0]})
+            summary.update(stage.summary)
     finally:
         torch.set_num_threads(threads)
-    for logger in ctx.loggers:
-        logger.log_metrics(summary)
     return summary
 
 
 @register_part("mcmi", help=f"MCMI distillation (lambda={_LAM}): CE vs MCMI teacher, student on 10% of the labels")
 def configure(ctx: DemoContext) -> None:
-    """Add the MCMI distillation stage (seconds with ``--fast``, about 15 s otherwise on 2 cores)."""
+    """Add the MCMI distillation stages (seconds with ``--fast``, about 15 s otherwise on 2 cores)."""
+    ctx.plan(_BASE, *(f"{label} teacher fine-tune" for label in _TEACHERS.values()))
+    ctx.plan(*(f"student from {label} teacher" for label in _TEACHERS.values()))
     ctx.extra_stages.append(_stage)

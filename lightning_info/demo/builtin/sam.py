@@ -32,19 +32,21 @@ def _use(ctx: DemoContext, name: str, factory: Callable[[Iterable[nn.Parameter]]
     ctx.summary_keys.extend(f"sam/{key}" for key in statistics)
 
 
-@register_part("sam", help="SAM (rho=0.05) around the model's AdamW: two passes per step")
+@register_part("sam", help="SAM (rho=0.05) around the model's AdamW: two passes per step", group="optimizer")
 def configure_sam(ctx: DemoContext) -> None:
     """Swap in ``SAM(AdamW, rho=0.05)``."""
     _use(ctx, "sam", lambda p: SAM(p, torch.optim.AdamW, rho=0.05, **_ADAMW))
 
 
-@register_part("asam", help="ASAM (adaptive SAM, rho=0.5, eta=0.01) around AdamW", default=False)
+@register_part("asam", help="ASAM (adaptive SAM, rho=0.5, eta=0.01) around AdamW", default=False, group="optimizer")
 def configure_asam(ctx: DemoContext) -> None:
     """Swap in ``SAM(AdamW, adaptive=True, rho=0.5)`` (ASAM's radius range is 0.5-2)."""
     _use(ctx, "asam", lambda p: SAM(p, torch.optim.AdamW, rho=0.5, adaptive=True, eta=0.01, **_ADAMW))
 
 
-@register_part("gam", help="GAM (rho=0.05, alpha=0.1) around AdamW: four passes per step", default=False)
+@register_part(
+    "gam", help="GAM (rho=0.05, alpha=0.1) around AdamW: four passes per step", default=False, group="optimizer"
+)
 def configure_gam(ctx: DemoContext) -> None:
     """Swap in ``GAM(AdamW, rho=0.05, alpha=0.1)``."""
     _use(ctx, "gam", lambda p: GAM(p, torch.optim.AdamW, rho=0.05, alpha=0.1, **_ADAMW))
