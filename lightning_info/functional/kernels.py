@@ -125,7 +125,8 @@ def median_width(samples: Tensor) -> Tensor:
     """Median heuristic: the median Euclidean distance between distinct samples of ``(N,)``/``(N, d)`` ``samples``.
 
     The lower median over the pairs ``i < j``; the mean distance when that median is zero (many duplicates) and
-    ``1e-6`` when all samples coincide. Returned without gradient.
+    ``1e-6`` when all samples coincide. Returned without gradient, in the samples' dtype (computed in float64, so
+    that samples whose squares overflow their dtype still get their width).
 
     Example:
         >>> import torch
@@ -133,7 +134,7 @@ def median_width(samples: Tensor) -> Tensor:
         tensor(2.)
     """
     points = as_samples("samples", samples)
-    return _median_from_sq_dists(squared_distances(points.detach()))
+    return _median_from_sq_dists(squared_distances(points.detach().double())).to(points.dtype)
 
 
 def silverman_width(samples: Tensor) -> Tensor:
@@ -146,7 +147,8 @@ def silverman_width(samples: Tensor) -> Tensor:
         >>> round(silverman_width(torch.tensor([0.0, 1.0, 2.0, 3.0])).item(), 4)
         1.0363
     """
-    return _silverman(as_samples("samples", samples))
+    points = as_samples("samples", samples)
+    return _silverman(points.double()).to(points.dtype)  # float64: the variance of large samples overflows float32
 
 
 def _silverman(points: Tensor) -> Tensor:

@@ -88,7 +88,7 @@ def nwj(scores: Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``scores`` is not a floating-point tensor.
-        ValueError: if ``scores`` is not square, has fewer than 2 rows, or holds NaN/Inf.
+        ValueError: if ``scores`` is not square, has fewer than 2 rows, holds NaN/Inf, or its exponentials overflow.
 
     Example:
         >>> import torch
@@ -97,7 +97,13 @@ def nwj(scores: Tensor) -> Tensor:
         0.0
     """
     scores = _check_scores(scores)
-    return scores.diagonal().mean() - torch.exp(_log_mean_exp(_off_diagonal(scores)) - 1.0)
+    value = scores.diagonal().mean() - torch.exp(_log_mean_exp(_off_diagonal(scores)) - 1.0)
+    if not bool(torch.isfinite(value)):
+        raise ValueError(
+            f"scores are too large for the NWJ bound in {scores.dtype}: e^T of the off-diagonal scores overflows "
+            "(the bound is -inf); scale the critic down or use infonce/smile"
+        )
+    return value
 
 
 def mine(scores: Tensor, ema: Tensor | None = None, ema_rate: float = 0.01) -> tuple[Tensor, Tensor]:

@@ -206,17 +206,24 @@ def matrix_nuclear_norm(z: Tensor, mode: str = "fast") -> Tensor:
     n, d = z.shape
     if mode == "exact":
         return torch.linalg.svdvals(_centred_unit_rows(check_finite("z", z).to(torch.float64))).sum() / n
-    # column norms of the centred, row-normalised matrix without forming it: ||Z_j||^2 = sum_i c_ij^2 / ||c_i||^2
     zf = upcast(z)
+    value = _l12_column_norms(zf, n, d)
+    if not bool(torch.isfinite(value)):  # a NaN/Inf in z reaches the value: no extra pass over z when it is finite
+        check_finite("z", z)
+        # finite z whose squares overflow: the score does not change when every row is scaled by the same factor
+        value = _l12_column_norms(zf / zf.abs().amax(), n, d)
+    return value
+
+
+def _l12_column_norms(zf: Tensor, n: int, d: int) -> Tensor:
+    """Sum of the ``min(n, d)`` largest column norms of the centred, row-normalised ``zf``, divided by ``n``."""
+    # column norms without forming the matrix: ||Z_j||^2 = sum_i c_ij^2 / ||c_i||^2
     squares = (zf - zf.mean(dim=0, keepdim=True)).square_()
     inverse_sq_row_norms = squares.sum(dim=1).clamp_min_(_EPS**2).reciprocal_()  # F.normalize's eps: zero rows stay 0
     column_norms = (inverse_sq_row_norms @ squares).sqrt_()
     if n < d:
         column_norms = torch.topk(column_norms, n, sorted=False).values
-    value = column_norms.sum() / n
-    if not bool(torch.isfinite(value)):  # a NaN/Inf in z reaches the value: no extra pass over z when it is finite
-        check_finite("z", z)
-    return value
+    return column_norms.sum() / n
 
 
 def _centred_unit_rows(z: Tensor) -> Tensor:
