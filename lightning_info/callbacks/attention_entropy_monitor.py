@@ -21,6 +21,7 @@ from typing_extensions import override
 from lightning_info._internal.capture import ActivationCapture
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.attention.sdpa import SDPAProbes
 from lightning_info.functional.attention import (
     additive_mask,
     attention_entropy_from_qk,
@@ -245,6 +246,8 @@ class AttentionEntropyMonitor(Callback):
         self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
         self._attention: dict[str, nn.MultiheadAttention] = {}
         self._capture: ActivationCapture | None = None
+        self._sdpa: SDPAProbes | None = None  # models without nn.MultiheadAttention: SDPA / Hugging Face attention
+        self._sdpa_step = False
         self._logged_step = -1
 
     @property
@@ -254,12 +257,17 @@ class AttentionEntropyMonitor(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
+        if stage == "fit" and not any(isinstance(m, nn.MultiheadAttention) for m in pl_module.modules()):
+            self._sdpa = SDPAProbes(pl_module, self.modules)
+        elif stage == "fit":
             self._attention = _attention_modules(pl_module, self.modules)
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
+        if step % self.every_n_steps == 0 and step != self._logged_step and self._sdpa is not None:
+            self._logged_step, self._sdpa_step = step, True
+            self._sdpa.start("monitor", self.max_samples, self.chunk_size)
         if step % self.every_n_steps == 0 and step != self._logged_step and self._attention:
             self._logged_step = step  # once per optimizer step, also with gradient accumulation
             self._capture = _capture(pl_module, list(self._attention)).attach()
@@ -268,17 +276,25 @@ class AttentionEntropyMonitor(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._capture is None:
+        if self._sdpa is not None and self._sdpa_step:
+            self._sdpa.stop("monitor")
+            self._sdpa_step = False
+            summaries = self._sdpa.summaries()
+        elif self._capture is None:
             return
-        captured = dict(self._capture.captured)
-        self._remove_hooks()
-        summaries = _summaries(self._attention, captured, self.chunk_size, self.max_samples)
+        else:
+            captured = dict(self._capture.captured)
+            self._remove_hooks()
+            summaries = _summaries(self._attention, captured, self.chunk_size, self.max_samples)
         if any(s is not None for s in summaries):
             metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=self._logged_step)
 
     def _remove_hooks(self) -> None:
+        if self._sdpa is not None:
+            self._sdpa.release("monitor")
+            self._sdpa = None
         if self._capture is not None:
             self._capture.remove()
             self._capture = None
