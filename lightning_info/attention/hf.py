@@ -34,7 +34,7 @@ def lightning_info_attention(
     is_causal: bool | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
-    """transformers' attention-function signature: ``(attn_output, attn_weights)``, computed by SDPA.
+    """Transformers' attention-function signature: ``(attn_output, attn_weights)``, computed by SDPA.
 
     ``query``/``key``/``value`` are ``(batch, heads, N, d)`` (``key``/``value`` may have fewer heads: GQA).
     """
@@ -42,13 +42,13 @@ def lightning_info_attention(
 
     probe = probe_of(module)
     if probe is None:
-        return sdpa_attention_forward(  # type: ignore[no-any-return]
+        return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     query = probe.scale_query(query)  # the queries of every head: before transformers packs or repeats anything
     probe.forwards += int(probe.recording())
     with _Interceptor(probe, temperature=False):
-        return sdpa_attention_forward(  # type: ignore[no-any-return]
+        return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
 

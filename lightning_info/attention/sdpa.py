@@ -278,7 +278,7 @@ class AttentionProbe:
 
     @property
     def entropy_threshold(self) -> Tensor:
-        """The module's per-head threshold :math:`\\theta_h` (registered by :meth:`add_temperature`)."""
+        r"""The module's per-head threshold :math:`\theta_h` (registered by :meth:`add_temperature`)."""
         value = getattr(self.module, "entropy_threshold", None)
         if not isinstance(value, Tensor):
             raise RuntimeError(f"attention module {self.name!r} has no entropy_threshold; call add_temperature first")
@@ -360,7 +360,9 @@ class AttentionProbe:
             self._record(query, key, attn_mask, bool(is_causal), scale)
         return out
 
-    def _record(self, query: Tensor, key: Tensor, attn_mask: Tensor | None, is_causal: bool, scale: float | None) -> None:
+    def _record(
+        self, query: Tensor, key: Tensor, attn_mask: Tensor | None, is_causal: bool, scale: float | None
+    ) -> None:
         if query.dim() != 4 or key.dim() != 4:
             raise ValueError(
                 f"attention module {self.name!r} called scaled_dot_product_attention with query {tuple(query.shape)} "

@@ -197,7 +197,8 @@ def test_module_that_never_calls_sdpa_is_named() -> None:
         num_heads = 1
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if False:  # noqa: SIM108  (the name is in the code, the call never happens: a fused-kernel branch)
+            # the SDPA name is in the code but the call never happens, as in a fused-kernel branch
+            if False:
                 return F.scaled_dot_product_attention(x, x, x)
             return torch.softmax(x @ x.transpose(-1, -2), -1) @ x
 
@@ -211,5 +212,5 @@ def test_module_that_never_calls_sdpa_is_named() -> None:
 
 
 def test_model_without_any_attention_is_refused() -> None:
-    with pytest.raises(ValueError, match="Sequential has no attention module.*modules="):
+    with pytest.raises(ValueError, match=r"Sequential has no attention module.*modules="):
         SDPAProbes(nn.Sequential(nn.Linear(2, 2)))
