@@ -46,7 +46,11 @@ def lightning_info_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )
     query = probe.scale_query(query)  # the queries of every head: before transformers packs or repeats anything
-    probe.forwards += int(probe.recording())
+    if not probe.recording():
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    probe.forwards += 1
     with _Interceptor(probe, temperature=False):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
