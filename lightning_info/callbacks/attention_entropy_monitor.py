@@ -21,6 +21,7 @@ from typing_extensions import override
 from lightning_info._internal.capture import ActivationCapture
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.attention.sdpa import SDPAProbes
 from lightning_info.callbacks._logging import log_scalars
 from lightning_info.callbacks.capture import CaptureCallback
 from lightning_info.functional.attention import (
@@ -246,6 +247,8 @@ class AttentionEntropyMonitor(CaptureCallback):
         self.overload_threshold = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
         self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
         self._attention: dict[str, nn.MultiheadAttention] = {}
+        self._sdpa: SDPAProbes | None = None  # models without nn.MultiheadAttention: SDPA / Hugging Face attention
+        self._sdpa_step = False
         self._logged_step = -1
 
     @property
@@ -255,12 +258,17 @@ class AttentionEntropyMonitor(CaptureCallback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
+        if stage == "fit" and not any(isinstance(m, nn.MultiheadAttention) for m in pl_module.modules()):
+            self._sdpa = SDPAProbes(pl_module, self.modules)
+        elif stage == "fit":
             self._attention = _attention_modules(pl_module, self.modules)
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
+        if step % self.every_n_steps == 0 and step != self._logged_step and self._sdpa is not None:
+            self._logged_step, self._sdpa_step = step, True
+            self._sdpa.start("monitor", self.max_samples, self.chunk_size)
         if step % self.every_n_steps == 0 and step != self._logged_step and self._attention:
             self._logged_step = step  # once per optimizer step, also with gradient accumulation
             self.attach_captures(attention=_capture(pl_module, list(self._attention)))
@@ -269,11 +277,23 @@ class AttentionEntropyMonitor(CaptureCallback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if "attention" not in self.captures:
+        if self._sdpa is not None and self._sdpa_step:
+            self._sdpa.stop("monitor")
+            self._sdpa_step = False
+            summaries = self._sdpa.summaries()
+        elif "attention" not in self.captures:
             return
-        captured = dict(self.captures["attention"].captured)
-        self.remove_captures()  # the hooks live for this one batch
-        summaries = _summaries(self._attention, captured, self.chunk_size, self.max_samples)
+        else:
+            captured = dict(self.captures["attention"].captured)
+            self.remove_captures()  # the hooks live for this one batch
+            summaries = _summaries(self._attention, captured, self.chunk_size, self.max_samples)
         if any(s is not None for s in summaries):
             metrics = entropy_summary_metrics(summaries, self.overload_threshold, self.collapse_threshold)
             log_scalars(trainer, metrics, self._logged_step)
+
+    @override
+    def release(self) -> None:
+        super().release()
+        if self._sdpa is not None:
+            self._sdpa.release("monitor")
+            self._sdpa = None

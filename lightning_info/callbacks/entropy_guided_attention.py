@@ -13,6 +13,7 @@ from typing_extensions import override
 from lightning_info._internal.passes import in_auxiliary_pass
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.attention.sdpa import EntropyRecorder, SDPAProbes
 from lightning_info.callbacks._logging import log_figure, log_scalars
 from lightning_info.callbacks.attention_entropy_monitor import Summary, entropy_summary_metrics
 from lightning_info.callbacks.loss_term import LossTermCallback
@@ -108,7 +109,8 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         if log_every_n_steps is not None:
             log_every_n_steps = check_int("log_every_n_steps", log_every_n_steps, min_value=1)
         self.log_every_n_steps = log_every_n_steps
-        self.attention: list[EntropyGuidedAttention] = []
+        self.attention: list[EntropyRecorder] = []
+        self._sdpa: SDPAProbes | None = None  # models without nn.MultiheadAttention: SDPA / Hugging Face attention
         self._epoch_sum: Tensor | None = None  # (layers, max heads) sums of per-step head means, and their counts
         self._epoch_count: Tensor | None = None
         self._epoch = -1  # the training epoch the sums belong to
@@ -144,18 +146,37 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         if self.replace:
             self._swap(pl_module)
         self.attention = [m for m in pl_module.modules() if isinstance(m, EntropyGuidedAttention)]
+        if not self.attention and not any(isinstance(m, nn.MultiheadAttention) for m in pl_module.modules()):
+            self.attention = self._attach_sdpa(pl_module)
         if not self.attention:
             raise ValueError(
                 f"{type(pl_module).__name__} has no EntropyGuidedAttention"
                 + ("" if self.replace else " (replace=False)")
-                + " and no swappable nn.MultiheadAttention"
+                + ", no swappable nn.MultiheadAttention and no module calling scaled_dot_product_attention or "
+                "transformers' attention interface (see docs/attention.md, 'Hugging Face and SDPA models')"
             )
         super().setup(trainer, pl_module, stage)
+
+    def _attach_sdpa(self, pl_module: LightningModule) -> list[EntropyRecorder]:
+        """Temperatures and recording on the SDPA / Hugging Face attention modules (``[]``: there are none)."""
+        try:
+            self._sdpa = SDPAProbes(pl_module)
+        except ValueError:
+            return []
+        for probe in self._sdpa.probes:
+            probe.add_temperature(
+                self.temperature_init, self.temperature_positions, self.learnable_temperature,
+                self.regularizer.target_fraction, self.learnable_threshold,
+            )  # fmt: skip
+        self._sdpa.start("regularize")
+        return list(self._sdpa.probes)
 
     @override
     def compute_loss_term(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> Tensor | None:
+        if self._sdpa is not None:
+            self._sdpa.summaries()  # raises if a module ran without exposing q/k to SDPA
         recorded = [m for m in self.attention if m.last_entropy is not None]
         if not recorded:
             return None
@@ -211,9 +232,20 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._release()
+        super().teardown(trainer, pl_module, stage)
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._release()
+        super().on_exception(trainer, pl_module, exception)
+
+    def _release(self) -> None:
         for module in self.attention:
             module.clear_entropy()
-        super().teardown(trainer, pl_module, stage)
+        if self._sdpa is not None:  # the temperatures stay on the model, applied in every later forward
+            self._sdpa.release("regularize")
+            self._sdpa = None
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -226,7 +258,7 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         self._epoch = int(state_dict.get("epoch", -1))
 
 
-def _summary(module: EntropyGuidedAttention) -> Summary | None:
+def _summary(module: EntropyRecorder) -> Summary | None:
     """Per-head mean entropy and mean normalised entropy of what ``module`` recorded (``None``: nothing)."""
     if module.last_entropy is None or module.last_max_entropy is None:
         return None

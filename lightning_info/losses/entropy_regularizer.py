@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_info._internal.validation import check_choice, check_range
-from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
+from lightning_info.attention.sdpa import EntropyRecorder
 from lightning_info.functional.entropy_regularizer import entropy_regularizer
 
 __all__ = ["EntropyRegularizer"]
@@ -94,11 +94,11 @@ class EntropyRegularizer(nn.Module):
             self.granularity,
         )
 
-    def forward_modules(self, modules: Iterable[EntropyGuidedAttention], use_module_thresholds: bool = True) -> Tensor:
-        r"""Penalty from what each :class:`EntropyGuidedAttention` recorded in its last forward.
+    def forward_modules(self, modules: Iterable[EntropyRecorder], use_module_thresholds: bool = True) -> Tensor:
+        r"""Penalty from what each :class:`EntropyGuidedAttention` (or SDPA ``AttentionProbe``) recorded last.
 
         Args:
-            modules: the attention layers, in order; those that recorded nothing are skipped.
+            modules: the attention layers (or probes), in order; those that recorded nothing are skipped.
             use_module_thresholds: use each module's own (possibly learned) ``entropy_threshold`` :math:`\theta_h`
                 instead of ``target_fraction``.
         """
