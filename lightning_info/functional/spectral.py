@@ -83,12 +83,12 @@ def _row_norms(name: str, x: Tensor) -> tuple[Tensor, Tensor, float, float]:
     by the same factor). One ``aminmax`` gives the callers every check they need.
     """
     norms = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
-    low, high = torch.aminmax(norms)
+    low, high = torch.aminmax(norms.detach())
     if not float(high) < math.inf:
         check_finite(name, x)  # raises on NaN/Inf; otherwise a norm overflowed
         x = x / x.abs().amax()
         norms = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
-        low, high = torch.aminmax(norms)
+        low, high = torch.aminmax(norms.detach())
     return x, norms, float(low), float(high)
 
 
