@@ -13,6 +13,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -59,9 +60,9 @@ def _vendi_grid(grid: tuple[tuple[int, int], ...], cap: int) -> dict[tuple[int, 
         x = np.random.default_rng(0).normal(size=(n, d))
         xt = torch.from_numpy(x)
         fns: dict[str, Callable[[], object]] = {
-            "package": lambda x=x: vendi.score_dual(x, q=1),
-            "ours": lambda xt=xt: vendi_score(xt, q=1.0),
-            "entropy": lambda xt=xt: matrix_entropy(xt),
+            "package": partial(vendi.score_dual, x, q=1),
+            "ours": partial(vendi_score, xt, q=1.0),
+            "entropy": partial(matrix_entropy, xt),
         }
         timings[(n, d)] = _best_seconds(fns, _repeats_for(fns["package"], 0.4, cap))
     return timings
