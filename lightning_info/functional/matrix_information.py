@@ -40,7 +40,13 @@ from lightning_info.functional.entropy import renyi_entropy
 from lightning_info.functional.kernels import KernelWidth, as_samples, check_width, log_gram
 from lightning_info.functional.spectral import spectrum_distribution
 
-__all__ = ["matrix_joint_entropy", "matrix_mutual_information", "matrix_renyi_entropy", "normalized_gram"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "matrix_joint_entropy",
+    "matrix_mutual_information",
+    "matrix_renyi_entropy",
+    "normalized_gram",
+]
 
 DEFAULT_ALPHA = 1.01
 """Yu et al.'s order: close to Shannon's limit, still a Rényi entropy (no eigenvalue logarithms needed)."""
