@@ -43,6 +43,24 @@ _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_
 Summary = tuple[Tensor, Tensor]  # per head: mean entropy (nats), mean normalised entropy H / log(#valid keys)
 
 
+def check_thresholds(overload_threshold: object, collapse_threshold: object) -> tuple[float, float]:
+    """Check ``overload_threshold`` in (0, 1], ``collapse_threshold`` in [0, 1) and ``collapse < overload``.
+
+    Raises:
+        TypeError: a threshold that is not a real number.
+        ValueError: a threshold out of its range, or ``collapse_threshold >= overload_threshold`` (a head would then
+            count as both overloaded and collapsed).
+    """
+    overload = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
+    collapse = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
+    if collapse >= overload:
+        raise ValueError(
+            f"collapse_threshold must be < overload_threshold, got collapse_threshold={collapse_threshold!r} and "
+            f"overload_threshold={overload_threshold!r}"
+        )
+    return overload, collapse
+
+
 def entropy_summary_metrics(
     summaries: Sequence[Summary | None], overload_threshold: float, collapse_threshold: float
 ) -> dict[str, float]:
@@ -244,8 +262,7 @@ class AttentionEntropyMonitor(CaptureCallback):
         self.every_n_steps = check_int("every_n_steps", every_n_steps, min_value=1)
         self.chunk_size = check_int("chunk_size", chunk_size, min_value=1)
         self.max_samples = None if max_samples is None else check_int("max_samples", max_samples, min_value=1)
-        self.overload_threshold = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
-        self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
+        self.overload_threshold, self.collapse_threshold = check_thresholds(overload_threshold, collapse_threshold)
         self._attention: dict[str, nn.MultiheadAttention] = {}
         self._sdpa: SDPAProbes | None = None  # models without nn.MultiheadAttention: SDPA / Hugging Face attention
         self._sdpa_step = False
@@ -257,10 +274,12 @@ class AttentionEntropyMonitor(CaptureCallback):
         return self._generate_state_key(modules=self.modules)
 
     @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit" and not any(isinstance(m, nn.MultiheadAttention) for m in pl_module.modules()):
-            self._sdpa = SDPAProbes(pl_module, self.modules)
-        elif stage == "fit":
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after every callback's setup: an EntropyGuidedAttentionCallback listed after this monitor has swapped the
+        # attention modules by now, so the monitor hooks the modules that run, whatever the callbacks' order
+        if not any(isinstance(m, nn.MultiheadAttention) for m in pl_module.modules()):
+            self._sdpa = SDPAProbes(pl_module, self.modules)  # SDPA / Hugging Face attention
+        else:
             self._attention = _attention_modules(pl_module, self.modules)
 
     @override

@@ -11,11 +11,11 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_info._internal.passes import in_auxiliary_pass
-from lightning_info._internal.validation import check_int, check_range
+from lightning_info._internal.validation import check_bool, check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
 from lightning_info.attention.sdpa import EntropyRecorder, SDPAProbes
 from lightning_info.callbacks._logging import log_figure, log_scalars
-from lightning_info.callbacks.attention_entropy_monitor import Summary, entropy_summary_metrics
+from lightning_info.callbacks.attention_entropy_monitor import Summary, check_thresholds, entropy_summary_metrics
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.functional.attention import head_entropy_summary
 from lightning_info.losses.entropy_regularizer import EntropyRegularizer
@@ -97,15 +97,14 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
     ) -> None:
         super().__init__(weight, log_key="attn_entropy/reg")
         self.regularizer = EntropyRegularizer(target_fraction, tolerance, reduction, max_entropy, granularity)
-        self.replace = replace
-        self.learnable_temperature = learnable_temperature
+        self.replace = check_bool("replace", replace)
+        self.learnable_temperature = check_bool("learnable_temperature", learnable_temperature)
         self.temperature_init = check_range("temperature_init", temperature_init, 0.0, low_inclusive=False)
         if temperature_positions is not None:
             temperature_positions = check_int("temperature_positions", temperature_positions, min_value=1)
         self.temperature_positions = temperature_positions
-        self.learnable_threshold = learnable_threshold
-        self.overload_threshold = check_range("overload_threshold", overload_threshold, 0.0, 1.0, low_inclusive=False)
-        self.collapse_threshold = check_range("collapse_threshold", collapse_threshold, 0.0, 1.0, high_inclusive=False)
+        self.learnable_threshold = check_bool("learnable_threshold", learnable_threshold)
+        self.overload_threshold, self.collapse_threshold = check_thresholds(overload_threshold, collapse_threshold)
         if log_every_n_steps is not None:
             log_every_n_steps = check_int("log_every_n_steps", log_every_n_steps, min_value=1)
         self.log_every_n_steps = log_every_n_steps
@@ -266,13 +265,19 @@ def _summary(module: EntropyRecorder) -> Summary | None:
 
 
 def _heatmap(matrix: Tensor, epoch: int) -> Any:
-    """A layer x head matrix of mean entropies as a ``matplotlib.figure.Figure`` (no pyplot)."""
+    """A layer x head matrix of mean entropies as a ``matplotlib.figure.Figure`` (no pyplot).
+
+    One integer tick per head and per layer (readable at any size: the figure grows with them, from a minimum).
+    """
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(1.0 + 0.5 * matrix.shape[1], 1.0 + 0.4 * matrix.shape[0]), dpi=100)
+    layers, heads = matrix.shape
+    figure = Figure(figsize=(max(4.0, 2.0 + 0.5 * heads), max(2.5, 1.4 + 0.4 * layers)), dpi=100)
     axes = figure.add_subplot()
     shown = axes.imshow(matrix.float().numpy(), cmap="viridis", aspect="auto")
     figure.colorbar(shown, ax=axes, label="entropy (nats)")
+    axes.set_xticks(range(heads), [str(h) for h in range(heads)], fontsize=8)
+    axes.set_yticks(range(layers), [str(i) for i in range(layers)], fontsize=8)
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
     axes.set_title(f"attention entropy, epoch {epoch}")

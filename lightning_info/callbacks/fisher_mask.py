@@ -48,6 +48,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
@@ -112,6 +113,13 @@ class FisherMask(Callback):
         label: ``"empirical"`` (data labels, as in FISH) or ``"sampled"`` (labels drawn from the model).
         chunk_size: samples per ``vmap`` call (bounds the extra memory to ``chunk_size * #params`` values);
             ``None``: at most 256 samples and 256 MiB of per-sample gradients.
+
+    Resuming: the masks are buffers of the model (in its checkpoint) and this callback's state says when they were
+    computed; both are restored, so a resume trains exactly the checkpointed entries. The state is stored under a
+    key that includes ``keep_ratio``: resumed with another ``keep_ratio`` (or given a model that already holds masks
+    this callback did not compute) the callback finds masks without its state, warns (``UserWarning`` naming the
+    masks' kept fraction and the new ``keep_ratio``) and replaces them with masks recomputed at the new ratio.
+    Resume with the original ``keep_ratio`` to keep the checkpointed masks.
 
     Raises:
         ValueError: for ``keep_ratio`` outside (0, 1], ``num_samples`` < 1, ``recompute_every_n_epochs`` < 1, a bad
@@ -188,6 +196,14 @@ class FisherMask(Callback):
         masks = container.get(self._trainable(pl_module))
         # a due recomputation is also done here: resumed from a checkpoint written on an epoch's last batch
         # (every_n_train_steps), Lightning skips on_train_epoch_start of the epoch that follows
+        if masks is not None and self.computed_at_epoch < 0:
+            kept = sum(int(m.sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))
+            rank_zero_warn(
+                f"FisherMask(keep_ratio={self.keep_ratio}): the model holds Fisher masks (kept fraction {kept:.4g}) "
+                "that this callback did not compute (a checkpoint written with another keep_ratio, or an earlier "
+                f"fit); they are DISCARDED and recomputed with keep_ratio={self.keep_ratio}. Resume with the "
+                "checkpoint's keep_ratio to keep them."
+            )
         if masks is None or self.computed_at_epoch < 0 or self._recompute_due(trainer.current_epoch):
             masks = self._compute(trainer, pl_module)
             self.computed_at_epoch = trainer.current_epoch

@@ -28,22 +28,55 @@ def metric_grid(latest: Mapping[str, float], layers: Sequence[str]) -> tuple[lis
     return rows, names, [[latest.get(f"info/{layer}/{name}", math.nan) for name in names] for layer in rows]
 
 
+_MIN_SPAN = 1.0  # the smallest colour range of a metric, in its own unit (nats, samples, ...)
+
+
+def column_ranges(grid: list[list[float]]) -> list[tuple[float, float]]:
+    """The colour range ``(low, high)`` of each metric (column) of the heatmap.
+
+    ``low = min(0, column min)`` and ``high = max(column max, low + 1)``: every metric is coloured on its own
+    scale, starting at 0, and spans at least one of its units, so a column of tiny values (a DSMI of 1e-5) stays
+    dark instead of being stretched to full colour. All-NaN columns get ``(0, 1)``.
+    """
+    ranges = []
+    for column in zip(*grid, strict=True) if grid else []:
+        finite = [v for v in column if math.isfinite(v)]
+        low = min([0.0, *finite])
+        ranges.append((low, max([*finite, low + _MIN_SPAN])))
+    return ranges
+
+
 def heatmap_figure(rows: list[str], names: list[str], grid: list[list[float]], step: int) -> Any:
-    """The layer x metric heatmap as a ``matplotlib.figure.Figure`` (no pyplot: no global figure state)."""
+    """The layer x metric heatmap as a ``matplotlib.figure.Figure`` (no pyplot: no global figure state).
+
+    Each metric is coloured on its own range (:func:`column_ranges`), written under its name; every cell shows its
+    value, in black on light colours and white on dark ones (NaN: an empty grey cell marked "n/a").
+    """
     import numpy as np
     from matplotlib.figure import Figure
 
-    values = np.array(grid, dtype=float)
-    scale = np.nanmax(np.abs(values), axis=0, initial=0.0)  # one colour scale per metric (column)
-    fig = Figure(figsize=(1.4 * len(names) + 2, 0.5 * len(rows) + 1.5))
+    values = np.array(grid, dtype=float).reshape(len(rows), len(names))
+    ranges = column_ranges(grid)
+    low = np.array([r[0] for r in ranges]).reshape(1, -1)
+    high = np.array([r[1] for r in ranges]).reshape(1, -1)
+    shown = np.clip((values - low) / (high - low), 0.0, 1.0)
+    fig = Figure(figsize=(1.5 * len(names) + 2.5, 0.5 * len(rows) + 2.0))
     ax = fig.add_subplot()
-    ax.imshow(values / np.where(scale > 0, scale, 1.0), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
+    ax.set_facecolor("lightgrey")
+    ax.imshow(np.ma.masked_invalid(shown), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    labels = [f"{name}\n[{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in zip(names, ranges, strict=True)]
+    ax.set_xticks(range(len(names)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
     for i in range(len(rows)):
         for j in range(len(names)):
-            ax.text(j, i, f"{values[i, j]:.3g}", ha="center", va="center", color="white", fontsize=8)
-    ax.set_title(f"information metrics, step {step} (colour: value / column max |value|)")
+            if not math.isfinite(values[i, j]):
+                ax.text(j, i, "n/a", ha="center", va="center", color="black", fontsize=8)
+                continue
+            colour = "black" if shown[i, j] > 0.6 else "white"  # viridis is light above ~0.6
+            ax.text(j, i, f"{values[i, j]:.3g}", ha="center", va="center", color=colour, fontsize=8)
+    ax.set_title(
+        f"information metrics, step {step}\n(colour: each metric on its own range [low, high], shown under it)"
+    )
     fig.tight_layout()
     return fig
 

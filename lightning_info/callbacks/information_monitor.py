@@ -9,7 +9,7 @@ CMI) use the batch targets. Metrics are looked up by name, so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,14 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_info._internal.capture import ActivationCapture
-from lightning_info._internal.validation import check_choice, check_int, check_labels, check_range
+from lightning_info._internal.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_labels,
+    check_order,
+    check_range,
+)
 from lightning_info.callbacks._logging import log_scalars
 from lightning_info.callbacks.capture import CaptureCallback
 from lightning_info.callbacks.information_figures import log_information_figures
@@ -28,12 +35,41 @@ from lightning_info.callbacks.information_metrics import (
     InformationMetric,
     register_information_metric,
 )
+from lightning_info.functional.matrix_information import (
+    DEFAULT_ALPHA,
+    matrix_joint_entropy,
+    matrix_renyi_entropy,
+    normalized_gram,
+)
 from lightning_info.metrics.mutual_information import ESTIMATORS, MutualInformationEstimator
 
 __all__ = ["INFORMATION_METRICS", "InformationMetric", "InformationMonitor", "register_information_metric"]
 
 _MI_BATCH = 64  # critic minibatch (the MI benchmark's batch size)
 _MI_HIDDEN = 64  # critic width: the side estimators must stay cheap next to the model
+MI_ESTIMATORS = ("matrix", *ESTIMATORS)
+TOKEN_REDUCTIONS = ("flatten", "mean", "first")
+
+
+def hidden_states(output: Any) -> Tensor | None:
+    """The hidden states of a layer's output (``None`` when it holds no tensor).
+
+    A tensor itself; else (duck-typed, no ``transformers`` import) the ``last_hidden_state`` of a Hugging Face
+    ``ModelOutput`` (or dict); else the first tensor of a mapping, tuple or list, searched depth-first.
+    """
+    if isinstance(output, Tensor):
+        return output
+    last = (
+        output.get("last_hidden_state") if isinstance(output, Mapping) else getattr(output, "last_hidden_state", None)
+    )
+    if isinstance(last, Tensor):
+        return last
+    items = output.values() if isinstance(output, Mapping) else output if isinstance(output, (tuple, list)) else ()
+    for item in items:
+        found = hidden_states(item)
+        if found is not None:
+            return found
+    return None
 
 
 def _batch_part(batch: Any, index: int, keys: tuple[str, ...], what: str) -> Tensor:
@@ -48,6 +84,18 @@ def _batch_part(batch: Any, index: int, keys: tuple[str, ...], what: str) -> Ten
             f"(inputs, targets) or a dict with one of {list(keys)}; pass targets=<callable batch -> tensor>"
         )
     return value
+
+
+_INPUT_KEYS = ("input", "inputs", "x", "input_ids")
+
+
+def _batch_size(batch: Any) -> int | None:
+    """The batch size read from the inputs (``batch[0]`` or a dict's input key), ``None`` when not found."""
+    try:
+        inputs = _batch_part(batch, 0, _INPUT_KEYS, "inputs")
+    except ValueError:
+        return None
+    return inputs.shape[0] if inputs.ndim else None
 
 
 def _default_targets(batch: Any) -> Tensor:
@@ -84,13 +132,43 @@ class InformationMonitor(CaptureCallback):
     ranks keep the hooks disabled, and Lightning loggers write only on rank 0), so the values describe rank 0's
     shard of each batch; no collective is called, so a slow metric cannot deadlock the ranks.
 
-    Info-plane mode (``info_plane=True``): for each layer two side :class:`MutualInformationEstimator` critics
-    estimate :math:`I(X;T)` (inputs vs. the layer) and :math:`I(T;Y)` (the layer vs. one-hot targets), logged as
-    ``info/<layer>/mi_xt`` and ``info/<layer>/mi_ty`` in nats. Each has its own Adam optimizer; at every logging
-    step it trains for ``mi_steps`` minibatches on half of the captured (detached) rows and is evaluated on the
-    other half, so the estimate is not inflated by rows the critic has just fitted. The critics carry over from
-    one logging step to the next (they keep learning while the representations change); the model's parameters
-    and gradients are never touched.
+    Info-plane mode (``info_plane=True``): for each layer :math:`I(X;T)` (the batch inputs vs. the layer) and
+    :math:`I(T;Y)` (the layer vs. the targets) are logged as ``info/<layer>/mi_xt`` and ``info/<layer>/mi_ty`` in
+    nats, and each logging step adds a point ``[step, I(X;T), I(T;Y)]`` to :attr:`plane`.
+
+    - ``mi_estimator="matrix"`` (default): the matrix-based Rényi :math:`\alpha`-order mutual information of
+      Giraldo, Rao & Príncipe (2015), as used for DNN information planes by Yu et al. (2021):
+      :func:`~lightning_info.functional.matrix_information.matrix_mutual_information` of ``order=mi_alpha``, on the
+      Gram matrices of all captured rows, Gaussian kernels of width the median pairwise distance (for the inputs and
+      for each layer, per logging step) and the delta kernel :math:`[y_i = y_j]` (one-hot linear kernel) for the
+      labels. A deterministic function of the captured rows: a frozen model on the same batch gives the same point
+      at every logging step (the plane follows the representation). Bounded by :math:`\log N` (``N`` rows) and
+      :math:`I(T;Y) \le S(Y) \le \log` ``num_classes``. Cost: five ``N x N`` float64 eigendecompositions per
+      layer per logging step (two more per step for the inputs and labels).
+    - ``"smile"``, ``"infonce"``, ``"nwj"``, ``"mine"``: neural bounds from side
+      :class:`MutualInformationEstimator` critics, each with its own Adam optimizer, trained for ``mi_steps``
+      minibatches per logging step on half of the captured (detached) rows and evaluated on the other half. The
+      critics carry over from one logging step to the next, so **the value grows with the critic's accumulated
+      training, not only with the representation** (fixed X and T: 5 steps 0.27 nats, 400 steps 5.26): use them
+      to compare layers at one step, not as a trajectory (see ``docs/metrics.md``).
+
+    The model's parameters and gradients are never touched. :attr:`plane` keeps at most ``max_plane_points`` points
+    per layer: while it has room every logging step adds its point; when a point would exceed it, every second
+    point is dropped and from then on only every second logging step (then every fourth, ...) adds one, so the
+    trajectory always spans the whole run with between ``max_plane_points // 2`` and ``max_plane_points`` evenly
+    spaced points; the thinning state is checkpointed, so a resumed run keeps exactly the same points.
+
+    Token sequences: a layer's output is read by :func:`hidden_states` (a tensor, a Hugging Face ``ModelOutput``'s
+    ``last_hidden_state``, or the first tensor of a tuple/dict). ``batch_first=False`` reads outputs of 3+ dims as
+    ``(T, B, ...)`` (``nn.TransformerEncoder(batch_first=False)``, ``nn.MultiheadAttention``), 2-D outputs stay
+    ``(B, d)``. A 3-D ``(B, T, d)`` output is reduced to one row per sample by ``token_reduction``: ``"flatten"``
+    (``(B, T*d)``, the default, as every other layer), ``"mean"`` (mean over the tokens) or ``"first"`` (the first,
+    e.g. ``[CLS]``, token). ``padding_mask(batch)`` gives a ``(B, T)`` mask, nonzero for real tokens (the Hugging
+    Face ``attention_mask`` convention; for ``nn.Transformer``'s ``src_key_padding_mask`` pass its negation):
+    ``"mean"`` averages the real tokens only and ``"flatten"`` zeroes the padded ones. The batch's inputs and
+    targets are read batch-first (as a ``DataLoader`` collates them); an output whose dim 0 is not the batch size
+    while dim 1 is raises a ``ValueError`` asking for ``batch_first=False``. With ``T == B`` the layout cannot be
+    detected: set ``batch_first`` explicitly.
 
     Figures, at each validation epoch end: ``info/heatmap`` (layer x metric values as an image, with matplotlib
     installed) goes to every logger (W&B, TensorBoard, MLflow; a PNG under ``<log_dir>/figures/`` for the others,
@@ -109,18 +187,26 @@ class InformationMonitor(CaptureCallback):
         max_samples: rows kept per computation (the metrics' cost grows as ``max_samples**2`` to ``**3``).
         targets: ``True`` reads targets from ``(inputs, targets)`` batches or dicts (``"target"``, ``"labels"``,
             ``"y"``, ...), a callable ``batch -> Tensor`` extracts them, ``False`` disables class-conditional metrics.
-        info_plane: train the side MI estimators described above.
+        info_plane: log :math:`I(X;T)` and :math:`I(T;Y)` of each layer (see above).
         num_classes: number of classes for :math:`I(T;Y)` (required with ``info_plane``).
-        mi_estimator: bound used by the side estimators (``"smile"``, ``"infonce"``, ``"nwj"``, ``"mine"``).
-        mi_steps: critic updates per logging step.
-        mi_lr: learning rate of the critics' Adam optimizers.
+        mi_estimator: ``"matrix"`` (deterministic, default) or a neural bound (``"smile"``, ``"infonce"``,
+            ``"nwj"``, ``"mine"``).
+        mi_alpha: Rényi order :math:`\alpha` of the ``"matrix"`` estimator (Yu et al.: 1.01).
+        mi_steps: critic updates per logging step (neural estimators).
+        mi_lr: learning rate of the critics' Adam optimizers (neural estimators).
+        max_plane_points: most points of :attr:`plane` kept per layer (>= 2; thinning rule above).
         log_figures: log the heatmap (and the W&B table and information plane) at validation epoch end.
+        batch_first: whether outputs of 3+ dims are ``(B, T, ...)`` (``False``: ``(T, B, ...)``).
+        token_reduction: ``"flatten"``, ``"mean"`` or ``"first"``: one row per sample from a ``(B, T, d)`` output.
+        padding_mask: ``None`` or a callable ``batch -> (B, T)`` mask, nonzero for real tokens.
 
     Raises:
-        TypeError: ``metrics`` or ``targets`` of the wrong type.
+        TypeError: ``metrics``, ``targets`` or ``padding_mask`` of the wrong type, a flag that is not a bool.
         ValueError: unknown metric, ``every_n_steps < 1``, bad ``stage``, a class-conditional metric or the info plane
             without targets, ``info_plane`` without ``num_classes``; at ``setup``: a layer name matching nothing;
-            with the info plane, while training: targets that are not ``(N,)`` class indices in ``[0, num_classes)``.
+            with the info plane, while training: targets that are not ``(N,)`` class indices in ``[0, num_classes)``;
+            while training: a layer output that is sequence-first with ``batch_first=True``, a padding mask whose
+            shape is not the output's ``(B, T)``.
     """
 
     def __init__(
@@ -133,10 +219,15 @@ class InformationMonitor(CaptureCallback):
         targets: bool | Callable[[Any], Tensor] = True,
         info_plane: bool = False,
         num_classes: int | None = None,
-        mi_estimator: str = "smile",
+        mi_estimator: str = "matrix",
+        mi_alpha: float = DEFAULT_ALPHA,
         mi_steps: int = 20,
         mi_lr: float = 1e-3,
+        max_plane_points: int = 512,
         log_figures: bool = True,
+        batch_first: bool = True,
+        token_reduction: str = "flatten",
+        padding_mask: Callable[[Any], Tensor] | None = None,
     ) -> None:
         if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
             raise ValueError(f"layers must be a non-empty list of module names or globs, got {layers!r}")
@@ -154,7 +245,7 @@ class InformationMonitor(CaptureCallback):
         self.max_samples = check_int("max_samples", max_samples, min_value=2)
         if not (isinstance(targets, bool) or callable(targets)):
             raise TypeError(f"targets must be a bool or a callable batch -> Tensor, got {type(targets).__name__}")
-        self.info_plane = bool(info_plane)
+        self.info_plane = check_bool("info_plane", info_plane)
         self.num_classes = None if num_classes is None else check_int("num_classes", num_classes, min_value=2)
         needing = [m for m in self.metrics if INFORMATION_METRICS[m].needs_targets] + (["info_plane"] * info_plane)
         if needing and targets is False:
@@ -164,15 +255,29 @@ class InformationMonitor(CaptureCallback):
         self.target_fn: Callable[[Any], Tensor] | None = None
         if needing:
             self.target_fn = _default_targets if targets is True else targets  # type: ignore[assignment]
-        self.mi_estimator = check_choice("mi_estimator", mi_estimator, ESTIMATORS)
+        self.mi_estimator = check_choice("mi_estimator", mi_estimator, MI_ESTIMATORS)
+        self.mi_alpha = check_order("mi_alpha", mi_alpha)
         self.mi_steps = check_int("mi_steps", mi_steps, min_value=1)
         self.mi_lr = check_range("mi_lr", mi_lr, 0.0, low_inclusive=False)
-        self.log_figures = bool(log_figures)
+        self.max_plane_points = check_int("max_plane_points", max_plane_points, min_value=2)
+        self.log_figures = check_bool("log_figures", log_figures)
+        self.batch_first = check_bool("batch_first", batch_first)
+        self.token_reduction = check_choice("token_reduction", token_reduction, TOKEN_REDUCTIONS)
+        if padding_mask is not None and not callable(padding_mask):
+            raise TypeError(
+                f"padding_mask must be None or a callable batch -> Tensor, got {type(padding_mask).__name__}"
+            )
+        self.padding_mask = padding_mask
         self.estimators = nn.ModuleDict()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._saved_estimators: dict[str, dict[str, Any]] = {}
         self.latest: dict[str, float] = {}
         self.plane: dict[str, list[list[float]]] = {}
+        self._plane_seen: dict[str, int] = {}  # logging steps offered to the plane, per layer
+        self._plane_stride: dict[str, int] = {}  # a point is kept every this many of them
+        self._batch_rows: int | None = None  # the current batch's size, when it can be read from the batch
+        self._mask: Tensor | None = None  # the current batch's padding mask
+        self._step_grams: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # inputs' and labels' A and S_alpha
         self.last_logged_step = -1
         self._pending_step: int | None = None
         self._inputs: Tensor | None = None
@@ -201,7 +306,9 @@ class InformationMonitor(CaptureCallback):
     # ---------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        capture = ActivationCapture(pl_module, self.layers, max_samples=self.max_samples, accumulate=True)
+        capture = ActivationCapture(
+            pl_module, self.layers, extract=self._extract, max_samples=self.max_samples, accumulate=True
+        )
         capture.enabled = False
         self.attach_captures(layers=capture)  # replaces the hooks of a previous model, if any
 
@@ -283,6 +390,8 @@ class InformationMonitor(CaptureCallback):
             "last_logged_step": self.last_logged_step,
             "latest": dict(self.latest),
             "plane": {layer: [list(p) for p in points] for layer, points in self.plane.items()},
+            "plane_seen": dict(self._plane_seen),
+            "plane_stride": dict(self._plane_stride),
             "estimators": estimators,
             "generator": self._generator.get_state(),  # the critics' row splits and minibatches continue on resume
         }
@@ -292,6 +401,9 @@ class InformationMonitor(CaptureCallback):
         self.last_logged_step = int(state_dict["last_logged_step"])
         self.latest = {k: float(v) for k, v in state_dict["latest"].items()}
         self.plane = {layer: [list(p) for p in points] for layer, points in state_dict["plane"].items()}
+        # checkpoints written before the plane was bounded: every point was kept
+        self._plane_seen = dict(state_dict.get("plane_seen", {k: len(v) for k, v in self.plane.items()}))
+        self._plane_stride = dict(state_dict.get("plane_stride", {}))
         # the critics are rebuilt at their first use, on the device of the captured activations
         self._saved_estimators = dict(state_dict["estimators"])
         if "generator" in state_dict:
@@ -303,6 +415,7 @@ class InformationMonitor(CaptureCallback):
     def _reset_buffers(self) -> None:
         self._pending_step = None
         self._inputs = self._targets = None
+        self._batch_rows = self._mask = None
         if self.capture is not None:
             self.capture.clear()
             self.capture.enabled = False
@@ -311,11 +424,49 @@ class InformationMonitor(CaptureCallback):
         if self.capture is None:
             return
         self.capture.enabled = True
+        self._batch_rows = _batch_size(batch)
         if self.target_fn is not None:
             self._targets = _append(self._targets, self.target_fn(batch), self.max_samples)
         if self.info_plane:
-            inputs = _batch_part(batch, 0, ("input", "inputs", "x"), "inputs")
+            inputs = _batch_part(batch, 0, _INPUT_KEYS, "inputs")
             self._inputs = _append(self._inputs, inputs, self.max_samples)
+        self._mask = None if self.padding_mask is None else self.padding_mask(batch)
+        if self._mask is not None and (not isinstance(self._mask, Tensor) or self._mask.ndim != 2):
+            raise TypeError(f"padding_mask(batch) must return a (B, T) tensor, got {self._mask!r}")
+
+    def _extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        """What the capture keeps of ``module``'s output: one row per sample (layout and token reduction)."""
+        z = hidden_states(output)
+        if z is None or z.ndim < 3:
+            return z
+        if not self.batch_first:
+            z = z.transpose(0, 1)
+        rows = self._batch_rows
+        if rows is not None and z.shape[0] != rows and z.shape[1] == rows:
+            raise ValueError(
+                f"InformationMonitor: {type(module).__name__} output of shape {tuple(z.shape)} "
+                f"({'after moving the batch first' if not self.batch_first else 'read batch-first'}) has the batch "
+                f"size {rows} in dim 1, not dim 0: pass batch_first={not self.batch_first}"
+            )
+        if z.ndim != 3:
+            return z
+        z = z.detach()
+        mask = self._mask
+        if mask is not None and self.token_reduction != "first":
+            if tuple(mask.shape) != tuple(z.shape[:2]):
+                raise ValueError(
+                    f"padding_mask must have the (B, T) shape {tuple(z.shape[:2])} of the {type(module).__name__} "
+                    f"output, got {tuple(mask.shape)}"
+                )
+            keep = (mask != 0).to(device=z.device, dtype=z.dtype).unsqueeze(-1)
+            z = z * keep
+            if self.token_reduction == "mean":
+                return z.sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+        if self.token_reduction == "mean":
+            return z.mean(dim=1)
+        if self.token_reduction == "first":
+            return z[:, 0]
+        return z.reshape(z.shape[0], -1)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -352,7 +503,11 @@ class InformationMonitor(CaptureCallback):
             if self.info_plane and z.shape[0] < 4:
                 self._warn_once(f"{layer}/plane", f"InformationMonitor: info plane of {layer!r} needs >= 4 rows")
             elif self.info_plane and targets is not None and self._inputs is not None:
-                values.update(self._info_plane(layer, self._inputs.reshape(z.shape[0], -1), z, targets, step))
+                try:
+                    values.update(self._info_plane(layer, self._inputs.reshape(z.shape[0], -1), z, targets, step))
+                except ValueError as error:  # e.g. NaN/Inf activations: keep training
+                    self._warn_once(f"{layer}/plane", f"InformationMonitor: info plane of {layer!r} skipped: {error}")
+        self._step_grams = None
         if values:
             log_scalars(trainer, values, step)
             self.latest.update(values)
@@ -375,6 +530,44 @@ class InformationMonitor(CaptureCallback):
         return found
 
     def _info_plane(self, layer: str, x: Tensor, t: Tensor, targets: Tensor, step: int) -> dict[str, float]:
+        if self.mi_estimator == "matrix":
+            values = self._matrix_plane(layer, x, t, targets)
+        else:
+            values = self._neural_plane(layer, x, t, targets)
+        self._add_plane_point(layer, [float(step), values[f"info/{layer}/mi_xt"], values[f"info/{layer}/mi_ty"]])
+        return values
+
+    def _matrix_plane(self, layer: str, x: Tensor, t: Tensor, targets: Tensor) -> dict[str, float]:
+        """Matrix-based Rényi MI; the inputs' and labels' Gram matrices and entropies are built once per step."""
+        if self._step_grams is None:
+            a_x, a_y = normalized_gram(x.double()), normalized_gram(targets.long())
+            self._step_grams = (
+                a_x,
+                matrix_renyi_entropy(a_x, self.mi_alpha),
+                a_y,
+                matrix_renyi_entropy(a_y, self.mi_alpha),
+            )
+        a_x, s_x, a_y, s_y = self._step_grams
+        a_t = normalized_gram(t.to(device=a_x.device, dtype=torch.float64))
+        s_t = matrix_renyi_entropy(a_t, self.mi_alpha)
+        return {
+            f"info/{layer}/mi_xt": float(s_x + s_t - matrix_joint_entropy(a_x, a_t, self.mi_alpha)),
+            f"info/{layer}/mi_ty": float(s_t + s_y - matrix_joint_entropy(a_t, a_y.to(a_t.device), self.mi_alpha)),
+        }
+
+    def _add_plane_point(self, layer: str, point: list[float]) -> None:
+        """Keep at most ``max_plane_points`` evenly spaced points (the thinning rule of the class docstring)."""
+        seen, stride = self._plane_seen.get(layer, 0), self._plane_stride.get(layer, 1)
+        self._plane_seen[layer] = seen + 1
+        if seen % stride:
+            return
+        points = self.plane.setdefault(layer, [])
+        points.append(point)
+        if len(points) > self.max_plane_points:
+            self.plane[layer] = points[::2]
+            self._plane_stride[layer] = 2 * stride
+
+    def _neural_plane(self, layer: str, x: Tensor, t: Tensor, targets: Tensor) -> dict[str, float]:
         assert self.num_classes is not None
         values: dict[str, float] = {}
         order = torch.randperm(t.shape[0], generator=self._generator).to(t.device)
@@ -390,6 +583,4 @@ class InformationMonitor(CaptureCallback):
                 estimator.eval()
                 with torch.no_grad():
                     values[f"info/{layer}/{name}"] = float(estimator(a[eval_rows], b[eval_rows]))
-        point = [float(step), values[f"info/{layer}/mi_xt"], values[f"info/{layer}/mi_ty"]]
-        self.plane.setdefault(layer, []).append(point)
         return values

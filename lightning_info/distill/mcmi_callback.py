@@ -118,7 +118,11 @@ class MCMICallback(CaptureCallback, LossTermCallback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(log_key=self.log_key, layer=self.layer, num_classes=self.criterion.num_classes)
+        # the centroid mode decides the criterion's buffers: a checkpoint of one mode must not load into the other
+        criterion = self.criterion
+        return self._generate_state_key(
+            log_key=self.log_key, layer=self.layer, num_classes=criterion.num_classes, centroids=criterion.centroids
+        )
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

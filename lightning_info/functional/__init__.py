@@ -10,6 +10,8 @@ One module per family:
 - :mod:`~lightning_info.functional.cmi`: the conditional mutual information of a classifier (MCMI).
 - :mod:`~lightning_info.functional.attention`: attention entropy from maps or from q/k (one mask convention).
 - :mod:`~lightning_info.functional.entropy_regularizer`: the entropy-guided attention penalty.
+- :mod:`~lightning_info.functional.matrix_information`: matrix-based Rényi entropy and mutual information of Gram
+  matrices (the information plane's deterministic estimator).
 - :mod:`~lightning_info.functional.mi_bounds`: variational mutual-information bounds (InfoNCE, NWJ, MINE, SMILE).
 
 Importing this package does not import Lightning.
@@ -30,6 +32,7 @@ from lightning_info.functional.kernels import (
     median_width,
     silverman_width,
 )
+from lightning_info.functional.matrix_information import matrix_mutual_information
 from lightning_info.functional.mi_bounds import infonce, mine, nwj, smile
 from lightning_info.functional.spectral import matrix_entropy, matrix_nuclear_norm, vendi_score
 
@@ -46,6 +49,7 @@ __all__ = [
     "entropy_regularizer",
     "infonce",
     "matrix_entropy",
+    "matrix_mutual_information",
     "matrix_nuclear_norm",
     "median_width",
     "mine",

@@ -84,7 +84,9 @@ def test_transformer_validation_stage_and_figures(tmp_path: Path, wandb_offline)
 def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     data = classification_data(n=64)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
-    monitor = InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3)
+    monitor = InformationMonitor(
+        ["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3, mi_estimator="smile"
+    )
     other = InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=3)  # same layers and metrics
     assert other.state_key != monitor.state_key
     _fit(MLPClassifier(), [monitor, other, checkpoint], tmp_path, data, enable_checkpointing=True, max_steps=4)
@@ -94,7 +96,9 @@ def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     assert ckpt["callbacks"][monitor.state_key]["last_logged_step"] == 2
     assert ckpt["callbacks"][other.state_key]["last_logged_step"] == 3
 
-    resumed = InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3)
+    resumed = InformationMonitor(
+        ["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3, mi_estimator="smile"
+    )
     logger = CSVLogger(tmp_path, name="resume")
     trainer = Trainer(callbacks=[resumed], **trainer_kwargs(tmp_path, max_steps=8, logger=logger))
     trainer.fit(MLPClassifier(), loader(data), ckpt_path=tmp_path / "ckpt" / "epoch=0-step=4.ckpt")
@@ -108,13 +112,16 @@ def test_checkpoint_resume_restores_state(tmp_path: Path) -> None:
     assert logged == [4, 6]
 
 
-def test_resumed_info_plane_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("estimator", ["smile", "matrix"])
+def test_resumed_info_plane_equals_the_uninterrupted_run(tmp_path: Path, estimator: str) -> None:
     """Regression: the random generator of the critics' row splits and minibatches was not checkpointed, so after a
     resume the estimates differed from the uninterrupted run's."""
     data = classification_data(n=64)
 
     def monitor() -> InformationMonitor:
-        return InformationMonitor(["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3)
+        return InformationMonitor(
+            ["net.2"], ["matrix_entropy"], every_n_steps=2, info_plane=True, num_classes=3, mi_estimator=estimator
+        )
 
     torch.manual_seed(0)
     straight = monitor()

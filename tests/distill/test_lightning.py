@@ -262,3 +262,22 @@ def test_callback_criterion_and_short_form_arguments_exclude_each_other() -> Non
         MCMICallback()
     with pytest.raises(TypeError, match="criterion must be an MCMILoss, got CrossEntropyLoss"):
         MCMICallback(criterion=torch.nn.CrossEntropyLoss())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("written", "resumed_with"), [("batch", "ema"), ("ema", "batch"), ("batch", "batch")])
+def test_resume_with_either_centroid_mode(tmp_path: Path, written: str, resumed_with: str) -> None:
+    """Regression (issue 14 item 12): the state key ignored the centroid mode, so a checkpoint written in one mode
+    was loaded into the other's criterion and the resume crashed on its buffers."""
+    data = classification_data(n=48)
+
+    def callback(mode: str) -> MCMICallback:
+        return MCMICallback(num_classes=3, lam=0.3, centroids=mode, log_validation=False)
+
+    assert callback("batch").state_key != callback("ema").state_key
+    torch.manual_seed(0)
+    _fit_resumable(tmp_path / "a", MLPClassifier, 3, data, None, [callback(written)])
+    resumed = callback(resumed_with)
+    trainer = _fit_resumable(
+        tmp_path / "b", MLPClassifier, 6, data, str(tmp_path / "a" / "ckpt" / "epoch=0-step=3.ckpt"), [resumed]
+    )
+    assert trainer.global_step == 6

@@ -252,3 +252,20 @@ def test_failed_fit_leaves_no_optimizer_post_hook(tmp_path: Path) -> None:
     model.optimizer.step()
     for name, param in model.named_parameters():
         assert bool((param != before[name]).all()), name  # nothing writes frozen entries back any more
+
+
+def test_resume_with_another_keep_ratio_warns_that_the_masks_are_recomputed(tmp_path: Path) -> None:
+    """Regression (issue 14 item 12): the checkpointed masks were silently discarded."""
+    data = loader(classification_data(64), batch_size=16)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = FisherMask(keep_ratio=0.2, num_samples=32)
+    kwargs = trainer_kwargs(tmp_path, max_steps=2, enable_checkpointing=True)
+    Trainer(callbacks=[first, checkpoint], **kwargs).fit(MLPClassifier(optimizer_factory=_adamw), data)
+    second = FisherMask(keep_ratio=0.5, num_samples=32)
+    trainer = Trainer(callbacks=[second], **trainer_kwargs(tmp_path, max_steps=3))
+    with pytest.warns(UserWarning, match=r"FisherMask\(keep_ratio=0.5\).*kept fraction 0\.19.*DISCARDED"):
+        trainer.fit(MLPClassifier(optimizer_factory=_adamw), data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert second.num_computations == 1
+    masks = _masks(trainer.lightning_module)
+    kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert kept == pytest.approx(0.5, abs=0.02)
