@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -118,11 +119,7 @@ class MCMICallback(CaptureCallback, LossTermCallback):
     @property
     @override
     def state_key(self) -> str:
-        # the centroid mode decides the criterion's buffers: a checkpoint of one mode must not load into the other
-        criterion = self.criterion
-        return self._generate_state_key(
-            log_key=self.log_key, layer=self.layer, num_classes=criterion.num_classes, centroids=criterion.centroids
-        )
+        return self._generate_state_key(log_key=self.log_key, layer=self.layer, num_classes=self.criterion.num_classes)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -175,10 +172,19 @@ class MCMICallback(CaptureCallback, LossTermCallback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"criterion": self.criterion.state_dict()}
+        return {"criterion": self.criterion.state_dict(), "centroids": self.criterion.centroids}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # the centroid mode decides the criterion's buffers (checkpoints before 0.2 hold no mode: read it off them)
+        written = state_dict.get("centroids", "ema" if "class_centroids" in state_dict["criterion"] else "batch")
+        if written != self.criterion.centroids:
+            rank_zero_warn(
+                f"MCMICallback: the checkpoint was written with centroids={written!r} but this callback uses "
+                f"centroids={self.criterion.centroids!r}: its criterion state is NOT restored (the running centroids "
+                "start afresh); resume with the same centroids= to keep them"
+            )
+            return
         self.criterion.load_state_dict(state_dict["criterion"])
 
     def _keep_logits(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
