@@ -164,6 +164,9 @@ class SAM(SharpnessAwareOptimizer):
         if saved is not None:
             torch._foreach_copy_(*saved)
 
+    def _unchecked_passes(self) -> str:
+        return "the perturbed pass (pass 2 of 2, at w + e)"
+
     def _update(self, passes: ClosurePasses, loss: Any) -> None:
         groups = self._with_grads()
         if not groups:  # the closure skipped backward (training_step returned None): nothing to do
