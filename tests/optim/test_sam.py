@@ -236,6 +236,19 @@ def test_closure_that_accumulates_gradients_is_refused() -> None:
     _assert_params(model, before, atol=0)
 
 
+def test_manual_second_step_with_a_non_finite_perturbed_gradient_restores_w_and_raises() -> None:
+    model, batch = OverflowsNearby(), _batches(1)[0]
+    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
+    before = params_of(model)
+    model.loss(batch).backward()
+    optimizer.first_step(zero_grad=True)
+    model.loss(batch).backward()  # inf at w + e
+    with pytest.raises(NonFiniteGradientError, match="weights were restored"):
+        optimizer.second_step()
+    _assert_params(model, before, atol=0)
+    assert not optimizer.state
+
+
 def test_manual_first_and_second_step_equal_step() -> None:
     batches = _batches(3)
     auto, manual = _model(), _model()
