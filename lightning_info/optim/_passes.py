@@ -6,8 +6,9 @@ clean pass has side effects outside the gradient:
 
 - **RNG** (``reuse_rng=True``): every auxiliary pass starts from the CPU (and initialised CUDA) random state the clean
   pass started from, so dropout draws the same masks and the auxiliary gradients belong to the same function.
-- **BatchNorm**: during an auxiliary pass each BatchNorm call updates copies of its running statistics and the
-  original buffers are put back after the call, so the statistics are updated once per step, from the clean pass.
+- **BatchNorm**: during an auxiliary pass a BatchNorm call in training mode gives the same output and gradient but
+  leaves its running statistics as they were, so they are updated once per step, from the clean pass (also in a
+  ``torch.compile``d model).
 - **Lightning logging**: ``LightningModule.log`` (and therefore ``log_dict``) is a no-op during auxiliary passes, for
   the module's ``training_step`` and every callback hook; logged values are the clean pass's, once per step. Other
   side effects (a torchmetrics ``Metric`` updated by hand, counters) can be guarded with
@@ -17,17 +18,23 @@ clean pass has side effects outside the gradient:
 - **DDP** (``local=True`` for a pass): every ``DistributedDataParallel`` module called in the pass skips its gradient
   all-reduce (what ``no_sync()`` does), so the gradient stays this rank's own.
 
-All of this is done with scoped class-attribute swaps, undone when the pass ends: ``forward`` of the BatchNorm classes
-and of ``DistributedDataParallel`` (no hook on other modules, so they pay nothing), and the public
-``LightningModule.log`` / ``clip_gradients`` when Lightning is imported. No reference to the user's module, trainer
-or DDP wrapper is needed, so the optimizers stay drop-in.
+All of this is per thread and needs no reference to the user's module, trainer or DDP wrapper, so the optimizers stay
+drop-in: ``forward`` of the BatchNorm classes and of ``DistributedDataParallel`` and the public
+``LightningModule.log`` / ``clip_gradients`` are wrapped once (when the first sharpness-aware optimizer is created,
+and for classes defined or imported later at the next step), and each wrapper reads this thread's pass state
+(:func:`~lightning_info._internal.passes.in_auxiliary_pass` and the running :class:`ClosurePasses`). Outside a pass,
+and in every other thread, the wrappers call the original at once: another model, a BatchNorm stepping in an
+evaluator thread, a second ``Trainer`` are untouched. ``torch.compile`` guards on the thread-local flag the BatchNorm
+wrapper reads, so a compiled model gets one graph for the clean pass and one for the extra passes (a class attribute
+swapped during the pass would not be seen by a graph already compiled). No other module pays anything.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,13 +42,20 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from lightning_info._internal.passes import enter_pass, exit_pass
+from lightning_info._internal.passes import enter_pass, exit_pass, in_auxiliary_pass
 
 Closure = Callable[[], Any]
 
 _LIGHTNING_MODULES = ("lightning.pytorch", "pytorch_lightning")
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 _BATCHNORM_FORWARD = _BatchNorm.forward
+_WRAPPER = "_lightning_info_pass_wrapper"  # set on the installed wrappers: install each class's once
+_INSTALL = threading.Lock()
+_RUNNING = threading.local()  # ``passes``: the ClosurePasses whose closure this thread is evaluating (else unset)
+
+
+def _running() -> ClosurePasses | None:
+    return getattr(_RUNNING, "passes", None)
 
 
 def _lightning_module_classes() -> list[type]:
@@ -51,27 +65,6 @@ def _lightning_module_classes() -> list[type]:
         if module is not None and hasattr(module, "LightningModule"):
             classes.append(module.LightningModule)
     return classes
-
-
-def _silenced_log(self: Any, *args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _swap(patches: list[tuple[type, str, Any]]) -> list[tuple[type, str, Any]]:
-    """Set each ``(class, attribute, value)``; return the ``(class, attribute, previous value)`` that undo it."""
-    originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in patches]
-    for cls, name, value in patches:
-        setattr(cls, name, value)
-    return originals
-
-
-@contextmanager
-def _patched(classes: list[type], name: str, replacement: Callable[..., Any]) -> Iterator[None]:
-    originals = _swap([(cls, name, replacement) for cls in classes if name in cls.__dict__])
-    try:
-        yield
-    finally:
-        _swap(originals)
 
 
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:
@@ -107,17 +100,20 @@ def _batch_statistics_only(self: _BatchNorm, input: Tensor) -> Tensor:
     return torch.nn.functional.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
-def _frozen_forward(original: Callable[..., Any]) -> Callable[..., Any]:
-    """A BatchNorm ``forward`` that leaves the running statistics as they are.
+def _frozen_in_auxiliary_passes(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A BatchNorm ``forward`` that leaves the running statistics as they are during this thread's auxiliary passes.
 
     Plain ``_BatchNorm.forward`` (``BatchNorm1d/2d/3d``) computes the batch statistics without the running ones.
     Subclasses with their own ``forward`` (e.g. ``SyncBatchNorm``) update copies of the running statistics and the
     original buffers are put back afterwards (restoring values in place instead would bump the version of tensors
-    autograd saved for backward).
+    autograd saved for backward). Outside auxiliary passes it is ``original``.
     """
     plain = original is _BATCHNORM_FORWARD
 
+    @functools.wraps(original)
     def forward(self: _BatchNorm, *args: Any, **kwargs: Any) -> Any:
+        if not in_auxiliary_pass():
+            return original(self, *args, **kwargs)
         saved = [self._buffers.get(name) for name in _BN_BUFFERS]
         if not (self.training and self.track_running_stats and all(isinstance(b, Tensor) for b in saved)):
             return original(self, *args, **kwargs)
@@ -133,38 +129,66 @@ def _frozen_forward(original: Callable[..., Any]) -> Callable[..., Any]:
     return forward
 
 
-def _auxiliary_patches() -> list[tuple[type, str, Any]]:
-    """``(class, attribute, replacement)`` swapped in during an auxiliary pass.
+def _silenced_in_auxiliary_passes(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``LightningModule.log`` that does nothing during this thread's auxiliary passes."""
 
-    The ``forward`` of the BatchNorm classes (``_BatchNorm`` and subclasses with their own ``forward``) and
-    ``LightningModule.log``: no other module pays anything.
-    """
-    patches: list[tuple[type, str, Any]] = []
-    for cls in _subclasses_defining(_BatchNorm, "forward"):
-        patches.append((cls, "forward", _frozen_forward(cls.__dict__["forward"])))
-    patches += [(cls, "log", _silenced_log) for cls in _lightning_module_classes() if "log" in cls.__dict__]
-    return patches
-
-
-@contextmanager
-def _local_ddp(seen: list[DistributedDataParallel]) -> Iterator[None]:
-    """Every ``DistributedDataParallel`` forward of the pass skips the gradient all-reduce, as ``no_sync()`` does."""
-    flags: dict[int, tuple[DistributedDataParallel, bool]] = {}
-    original = DistributedDataParallel.forward
-
-    def forward(self: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
-        if id(self) not in flags:
-            flags[id(self)] = (self, self.require_backward_grad_sync)
-            seen.append(self)
-        self.require_backward_grad_sync = False  # read by DDP's forward to skip preparing the reducer
+    @functools.wraps(original)
+    def log(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if in_auxiliary_pass():
+            return None
         return original(self, *args, **kwargs)
 
-    try:
-        with _patched([DistributedDataParallel], "forward", forward):
-            yield
-    finally:
-        for module, flag in flags.values():
-            module.require_backward_grad_sync = flag
+    return log
+
+
+def _deferred_while_running(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``LightningModule.clip_gradients`` recorded (not run) while a deferring :class:`ClosurePasses` runs a pass."""
+
+    @functools.wraps(original)
+    def clip_gradients(self: Any, *args: Any, **kwargs: Any) -> Any:
+        passes = _running()
+        if passes is None or not passes.defer_clipping:
+            return original(self, *args, **kwargs)
+        passes.record_clipping(original, (self, *args), kwargs)
+        return None
+
+    return clip_gradients
+
+
+def _local_while_running(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``DistributedDataParallel.forward`` that skips the gradient all-reduce in a local pass (as ``no_sync()``)."""
+
+    @functools.wraps(original)
+    def forward(self: DistributedDataParallel, *args: Any, **kwargs: Any) -> Any:
+        passes = _running()
+        if passes is not None and passes.local:
+            passes.skip_sync(self)
+        return original(self, *args, **kwargs)
+
+    return forward
+
+
+def install() -> None:
+    """Wrap, once per class, the methods whose behaviour an auxiliary pass changes (see the module docstring).
+
+    Cheap when nothing is new (a walk over the BatchNorm subclasses); thread-safe.
+    """
+    targets: list[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
+        (cls, "forward", _frozen_in_auxiliary_passes) for cls in _subclasses_defining(_BatchNorm, "forward")
+    ]
+    targets.append((DistributedDataParallel, "forward", _local_while_running))
+    for cls in _lightning_module_classes():
+        targets += [(cls, "log", _silenced_in_auxiliary_passes), (cls, "clip_gradients", _deferred_while_running)]
+    pending = [t for t in targets if t[1] in t[0].__dict__ and not hasattr(t[0].__dict__[t[1]], _WRAPPER)]
+    if not pending:
+        return
+    with _INSTALL:
+        for cls, name, make in pending:
+            original = cls.__dict__[name]
+            if not hasattr(original, _WRAPPER):  # another thread may have installed it meanwhile
+                wrapper = make(original)
+                setattr(wrapper, _WRAPPER, True)
+                setattr(cls, name, wrapper)
 
 
 class ClosurePasses:
@@ -189,50 +213,52 @@ class ClosurePasses:
     ) -> None:
         self._closure = closure
         self._reuse_rng = reuse_rng
-        self._defer_clipping = defer_clipping
+        self.defer_clipping = defer_clipping
         self._after_pass = after_pass
         self._rng: tuple[Tensor, list[Tensor] | None] | None = None
         self._clip_calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
-        self._stack = ExitStack()
-        self._patches: list[tuple[type, str, Any]] | None = None
+        self._sync_flags: dict[int, tuple[DistributedDataParallel, bool]] = {}
+        #: whether the pass being evaluated skips DDP's gradient all-reduce
+        self.local = False
         #: ``DistributedDataParallel`` modules whose gradient sync a local pass skipped.
         self.ddp_seen: list[DistributedDataParallel] = []
 
     def __enter__(self) -> ClosurePasses:
-        classes = _lightning_module_classes()
-        if self._defer_clipping and classes:
-            originals = {cls: cls.__dict__["clip_gradients"] for cls in classes if "clip_gradients" in cls.__dict__}
-
-            def record(module: Any, *args: Any, **kwargs: Any) -> None:
-                original = next(fn for cls, fn in originals.items() if isinstance(module, cls))
-                self._clip_calls.append((original, (module, *args), kwargs))
-
-            self._stack.enter_context(_patched(list(originals), "clip_gradients", record))
+        install()  # classes defined or imported since the optimizer was created (a user's BatchNorm, Lightning)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        return None
+
+    def record_clipping(self, clip: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Keep a Lightning ``clip_gradients`` call of a pass for :meth:`clip_once`."""
+        self._clip_calls.append((clip, args, kwargs))
+
+    def skip_sync(self, module: DistributedDataParallel) -> None:
+        """Make ``module`` skip its gradient all-reduce for the rest of the pass (``no_sync()``'s flag)."""
+        if id(module) not in self._sync_flags:
+            self._sync_flags[id(module)] = (module, module.require_backward_grad_sync)
+            if all(seen is not module for seen in self.ddp_seen):
+                self.ddp_seen.append(module)
+        module.require_backward_grad_sync = False  # read by DDP's forward to skip preparing the reducer
 
     def _run(self, local: bool, auxiliary: bool) -> Any:
-        # _swap / try-finally rather than context managers: this runs between the passes, where every
-        # microsecond is paid several times over (cold caches right after a backward)
-        patches: list[tuple[type, str, Any]] = []
-        if auxiliary:
-            if self._patches is None:
-                self._patches = _auxiliary_patches()  # once per step, however many auxiliary passes
-            patches = self._patches
-        originals = _swap(patches)
-        token = enter_pass(auxiliary)
+        # thread-local flags rather than context managers: this runs between the passes, where every microsecond is
+        # paid several times over (cold caches right after a backward)
+        previous_pass, previous_running = enter_pass(auxiliary), _running()
+        _RUNNING.passes = self
+        # DDP needs a process group: without one there is nothing to skip
+        self.local = local and torch.distributed.is_available() and torch.distributed.is_initialized()
         try:
             with torch.enable_grad():
-                if local and torch.distributed.is_available() and torch.distributed.is_initialized():
-                    with _local_ddp(self.ddp_seen):  # DDP needs a process group: without one nothing to skip
-                        loss = self._closure()
-                else:
-                    loss = self._closure()
+                loss = self._closure()
         finally:
-            _swap(originals)
-            exit_pass(token)
+            _RUNNING.passes = previous_running
+            exit_pass(previous_pass)
+            self.local = False
+            for module, flag in self._sync_flags.values():
+                module.require_backward_grad_sync = flag
+            self._sync_flags.clear()
         if self._after_pass is not None:
             self._after_pass()
         return loss

@@ -102,7 +102,8 @@ class GAM(SharpnessAwareOptimizer):
         sam_rho: :math:`\rho'` > 0, SAM's radius for GAM + SAM (``None``: plain GAM).
         fd_step: :math:`r` > 0, finite-difference step of the Hessian-vector products (not a paper symbol: the
             paper writes the products exactly and approximates them by differences of gradients).
-        xi: :math:`\xi` >= 0, the small constant of the paper's normalisations :math:`v / (\lVert v \rVert + \xi)`.
+        xi: :math:`\xi` > 0, the small constant of the paper's normalisations :math:`v / (\lVert v \rVert + \xi)`,
+            which keeps them finite (``xi = 0`` would divide a zero or denormal direction by its norm).
         hvp: ``"finite_difference"`` or ``"exact"`` (double backward).
         interval: GAM step every ``interval`` steps, plain base steps in between.
         reuse_rng: the clean pass's random state (dropout masks) in every pass.
@@ -117,8 +118,9 @@ class GAM(SharpnessAwareOptimizer):
             :math:`R^{(1)}_\rho`) and, with ``sam_rho``, ``sharpness`` :math:`L(\theta + \epsilon) - L(\theta)`.
 
     Raises:
-        ValueError: ``rho``, ``sam_rho`` or ``fd_step`` <= 0, ``alpha`` or ``xi`` < 0, unknown ``hvp``.
-        NonFiniteGradientError: a gradient or Hessian-vector norm is NaN/Inf (weights unchanged).
+        ValueError: ``rho``, ``sam_rho``, ``fd_step`` or ``xi`` <= 0, ``alpha`` < 0, unknown ``hvp``.
+        NonFiniteGradientError: a gradient or Hessian-vector norm, or the final update direction, is NaN/Inf (the
+            weights are restored, the base optimizer does not step).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
@@ -154,7 +156,7 @@ class GAM(SharpnessAwareOptimizer):
     ) -> None:
         self.sam_rho = None if sam_rho is None else check_range("sam_rho", sam_rho, 0, low_inclusive=False)
         self.fd_step = check_range("fd_step", fd_step, 0, low_inclusive=False)
-        self.xi = check_range("xi", xi, 0)
+        self.xi = check_range("xi", xi, 0, low_inclusive=False)
         self.hvp = check_choice("hvp", hvp, ("finite_difference", "exact"))
         self.passes = 4 if self.hvp == "finite_difference" else 2 + (self.sam_rho is not None)
         super().__init__(
@@ -170,6 +172,13 @@ class GAM(SharpnessAwareOptimizer):
     def _check_group(self, group: dict[str, Any]) -> None:
         check_range("rho", group["rho"], 0, low_inclusive=False)
         check_range("alpha", group["alpha"], 0)
+
+    def _unchecked_passes(self) -> str:
+        if self.hvp == "finite_difference":
+            return "the last pass (pass 4 of 4, at theta_adv + r u_adv)"
+        if self.sam_rho is None:
+            return "the Hessian-vector product at theta_adv (double backward of pass 2 of 2)"
+        return "SAM's pass (pass 2 of 3, at theta + e) or the Hessian-vector product at theta_adv (pass 3 of 3)"
 
     def _update(self, passes: ClosurePasses, loss: Any) -> None:
         groups = self._with_grads()
@@ -199,10 +208,8 @@ class GAM(SharpnessAwareOptimizer):
             self.statistics["sharpness"] = worst - clean
 
     def _unit_step(self, params: list[Tensor], direction: list[Tensor], radius: float, norm: float) -> None:
-        """``params += radius * direction / (||direction|| + xi)`` (nothing for a zero direction with ``xi = 0``)."""
-        denominator = norm + self.xi
-        if denominator > 0:
-            torch._foreach_add_(params, direction, alpha=radius / denominator)
+        """``params += radius * direction / (||direction|| + xi)``."""
+        torch._foreach_add_(params, direction, alpha=radius / (norm + self.xi))
 
     def _ascend(
         self, params: list[Tensor], f: list[Tensor], hyper: list[dict[str, Any]], sizes: list[int], scale: float
@@ -210,8 +217,7 @@ class GAM(SharpnessAwareOptimizer):
         """Go to ``theta_adv = theta + rho F / (||F|| + xi)``, ``F = scale * f``; return ``||theta_adv - theta||``."""
         norm = global_norm([f])
         value = scale * finite_norm_value("the Hessian-gradient product norm ||f||", norm, type(self).__name__)
-        denominator = value + self.xi
-        factors = [group["rho"] * scale / denominator if denominator > 0 else 0.0 for group in hyper]
+        factors = [group["rho"] * scale / (value + self.xi) for group in hyper]
         for p_g, f_g, factor in zip(_split(params, sizes), _split(f, sizes), factors, strict=True):
             torch._foreach_add_(p_g, f_g, alpha=factor)
         if len(hyper) == 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.trainer import call
@@ -30,9 +31,29 @@ class SharpnessAwarePrecision(MixedPrecision):
         device: the autocast device (``"cuda"``, ``"cpu"``).
         scaler: an optional ``torch.amp.GradScaler`` (created for ``"16-mixed"`` when omitted).
 
+    Raises:
+        TypeError: ``device`` is not a str.
+        ValueError: ``precision`` is not ``"16-mixed"``/``"bf16-mixed"``, or ``device`` is not a device type
+            ``torch.autocast`` supports (e.g. ``"tpu"``: TPUs are the ``"xla"`` device type, and Lightning trains on
+            them with its own ``XLAPrecision``).
+
     Example:
         ``Trainer(accelerator="gpu", plugins=[SharpnessAwarePrecision("16-mixed", "cuda")])``.
     """
+
+    def __init__(self, precision: str, device: str, scaler: torch.amp.GradScaler | None = None) -> None:
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a str such as 'cuda' or 'cpu', got {type(device).__name__} ({device!r})")
+        try:
+            kind: str | None = torch.device(device).type
+        except RuntimeError:  # not a torch device string at all, e.g. "tpu"
+            kind = None
+        if kind is None or not torch.amp.is_autocast_available(kind):
+            raise ValueError(
+                f"device must be a device type torch.autocast supports ('cuda', 'cpu', 'xpu', 'mps', ...), got "
+                f"{device!r}. TPUs are torch's 'xla' device, and Lightning's XLAPrecision trains on them."
+            )
+        super().__init__(precision, device, scaler)  # type: ignore[arg-type]  # validates precision
 
     @override
     def optimizer_step(  # type: ignore[override]

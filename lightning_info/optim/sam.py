@@ -64,6 +64,8 @@ class SAM(SharpnessAwareOptimizer):
     Raises:
         ValueError: ``rho <= 0``, ``eta < 0``, ``interval < 1``.
         TypeError: ``base_optimizer`` is not an optimizer class; ``step()`` without a closure.
+        NonFiniteGradientError: ``step()``: the clean gradient's norm or the perturbed pass's gradient is NaN/Inf
+            (the weights are restored to :math:`w`, the base optimizer does not step).
 
     Example:
         >>> model = torch.nn.Linear(3, 1)
@@ -153,8 +155,13 @@ class SAM(SharpnessAwareOptimizer):
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
-        """Restore :math:`w` exactly and step the base optimizer with the gradients in ``.grad`` (manual use)."""
+        """Restore :math:`w` exactly and step the base optimizer with the gradients in ``.grad`` (manual use).
+
+        Raises:
+            NonFiniteGradientError: a gradient in ``.grad`` is NaN or Inf (:math:`w` is restored, no base step).
+        """
         self._restore()
+        self._check_direction()
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()
@@ -163,6 +170,9 @@ class SAM(SharpnessAwareOptimizer):
         saved = self._run.pop("saved", None)
         if saved is not None:
             torch._foreach_copy_(*saved)
+
+    def _unchecked_passes(self) -> str:
+        return "the perturbed pass (pass 2 of 2, at w + e)"
 
     def _update(self, passes: ClosurePasses, loss: Any) -> None:
         groups = self._with_grads()

@@ -11,16 +11,23 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_bool, check_int
-from lightning_info.optim._passes import Closure, ClosurePasses
+from lightning_info.optim._passes import Closure, ClosurePasses, install
 
 
 class NonFiniteGradientError(RuntimeError):
-    """A gradient norm needed by the sharpness-aware step is NaN or Inf (the step did not change any weight)."""
+    """A gradient of the sharpness-aware step is NaN or Inf: a norm it needs, or the final update direction.
+
+    The step did not change any weight (moved weights are restored) and the base optimizer did not step.
+    """
 
 
-def global_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
-    """L2 norm of all tensors of all lists together (one ``torch._foreach_norm`` per list), at least in float32."""
-    norms = [n for tensors in tensor_lists if tensors for n in torch._foreach_norm(tensors)]
+def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
+    """Norm of all tensors of all lists together (one ``torch._foreach_norm`` per list), at least in float32.
+
+    ``ord=2`` (default) is the L2 norm; ``ord=math.inf`` the largest absolute entry, NaN or Inf exactly when an entry
+    is (no overflow of squares).
+    """
+    norms = [n for tensors in tensor_lists if tensors for n in torch._foreach_norm(tensors, ord)]
     if not norms:
         return torch.zeros(())
     if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
@@ -28,7 +35,7 @@ def global_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
     stacked = torch.stack(norms)
     if stacked.dtype not in (torch.float32, torch.float64):
         stacked = stacked.float()
-    return torch.linalg.vector_norm(stacked)
+    return torch.linalg.vector_norm(stacked, ord)
 
 
 def finite_norm_value(name: str, norm: Tensor, optimizer: str) -> float:
@@ -117,6 +124,7 @@ class SharpnessAwareOptimizer(Optimizer):
         #: statistics of the last sharpness-aware step (detached tensors; empty after a plain step)
         self.statistics: dict[str, Tensor] = {}
         self._snapshots: dict[str, list[Tensor]] = {}  # buffers of :meth:`_snapshot`, reused from step to step
+        install()  # before any graph is compiled in training mode: torch.compile must see the pass-aware BatchNorm
 
     # ----------------------------------------------------------------------------------------------- subclass API
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -124,6 +132,10 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def _update(self, passes: ClosurePasses, loss: Any) -> None:
         """Run the extra passes; leave the weights unchanged and the update direction in ``.grad``."""
+        raise NotImplementedError
+
+    def _unchecked_passes(self) -> str:
+        """The passes whose gradient enters the update direction without a norm check (for error messages)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ optimizer protocol
@@ -171,7 +183,8 @@ class SharpnessAwareOptimizer(Optimizer):
         Raises:
             TypeError: no closure (e.g. Lightning's ``16-mixed`` GradScaler path: use ``SharpnessAwarePrecision``).
             RuntimeError: the closure accumulates gradients instead of recomputing them (gradient accumulation).
-            NonFiniteGradientError: a gradient norm is NaN/Inf (the weights are left unchanged).
+            NonFiniteGradientError: a gradient norm or the final update direction is NaN/Inf (moved weights are
+                restored, the base optimizer does not step: the weights are never left non-finite).
         """
         closure = self._check_closure(closure)
         self.statistics.clear()
@@ -182,6 +195,7 @@ class SharpnessAwareOptimizer(Optimizer):
             with ClosurePasses(closure, reuse_rng=self.reuse_rng, defer_clipping=True) as passes:
                 loss = self._clean_pass(passes)
                 self._update(passes, loss)
+                self._check_direction()
             passes.clip_once()
         self.base_optimizer.step()
         self._run["step"] += 1
@@ -203,8 +217,9 @@ class SharpnessAwareOptimizer(Optimizer):
         abandoned, the weights are left unchanged and the gradients are marked non-finite, so ``scaler.step`` skips
         the base step and ``scaler.update`` lowers the scale, as GradScaler intends. The update direction is handed
         to the scaler scaled again, then ``scaler.unscale_`` -> ``before_step()`` -> ``scaler.step`` ->
-        ``scaler.update``. A plain step (every-k SAM) is one pass: closure, ``scaler.unscale_``, ``after_pass()``,
-        ``before_step()``, ``scaler.step``.
+        ``scaler.update``; a non-finite final direction (e.g. the perturbed pass overflowed) is found by
+        ``scaler.unscale_`` and skipped the same way, with the weights restored first. A plain step (every-k SAM) is
+        one pass: closure, ``scaler.unscale_``, ``after_pass()``, ``before_step()``, ``scaler.step``.
 
         Like :meth:`step` it runs this optimizer's step pre- and post-hooks (``register_step_post_hook``), once per
         call, also when the scaler skips the base step.
@@ -306,6 +321,26 @@ class SharpnessAwareOptimizer(Optimizer):
         grads = [g for _, _, gs in self._with_grads() for g in gs]
         if grads:
             torch._foreach_mul_(grads, factor)
+
+    def _check_direction(self) -> None:
+        """:class:`NonFiniteGradientError` if the update direction in ``.grad`` has a NaN/Inf entry (one host sync).
+
+        The norms checked on the way only cover the gradients that define the perturbation; the last passes' ones
+        reach the direction unchecked. Runs after the weights are restored, before the base step.
+        """
+        groups = self._with_grads()
+        if not groups:
+            return
+        value = float(global_norm([grads for _, _, grads in groups], ord=math.inf))
+        if not math.isfinite(value):
+            self.statistics.clear()
+            raise NonFiniteGradientError(
+                f"{type(self).__name__}: the update direction is non-finite (largest entry {value}): the gradient of "
+                f"{self._unchecked_passes()} is NaN/Inf although the clean pass's was finite (the loss overflows "
+                "or is undefined near w). The weights were restored to their values before the step and the base "
+                "optimizer did not step. Lower rho, make the loss numerically safe, or train with "
+                "precision='16-mixed' and SharpnessAwarePrecision, which skips such steps as GradScaler does."
+            )
 
     def _clean_pass(self, passes: ClosurePasses) -> Any:
         probe = next(((p, p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None), None)

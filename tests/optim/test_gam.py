@@ -192,6 +192,34 @@ def test_non_finite_gradient_raises_and_restores_the_weights() -> None:
         assert torch.equal(p.detach(), before[name])
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+@pytest.mark.parametrize(
+    ("kwargs", "passes", "bad"), [({}, 4, 4), ({"hvp": "exact", "sam_rho": 0.05}, 3, 2)], ids=["fd", "exact-sam"]
+)
+def test_non_finite_gradient_only_in_the_update_direction_raises_and_restores_the_weights(kwargs, passes, bad) -> None:
+    """Regression: the gradient of the pass that only enters the update direction (finite differences: the last;
+    exact + SAM: SAM's) was never checked; the base step applied a NaN direction and every weight became NaN."""
+    model = _model()
+    before = params_of(model)
+    optimizer = GAM(model.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9, **kwargs)
+    calls: list[int] = []
+
+    def closure():  # finite everywhere except in pass ``bad``
+        calls.append(1)
+        optimizer.zero_grad()
+        x = torch.ones(2, 3, dtype=torch.float64) * (float("nan") if len(calls) == bad else 1.0)
+        loss = model(x).square().sum()
+        loss.backward(create_graph=kwargs.get("hvp") == "exact")
+        return loss
+
+    with pytest.raises(NonFiniteGradientError, match=rf"pass {bad} of {passes}\b.*weights were restored"):
+        optimizer.step(closure)
+    assert len(calls) == passes
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[name])
+    assert not optimizer.state  # the base optimizer never stepped
+
+
 def test_exact_mode_needs_create_graph() -> None:
     model, batch = _model(), _batch()
     optimizer = GAM(model.parameters(), torch.optim.SGD, hvp="exact", lr=0.1)
@@ -214,6 +242,7 @@ def test_bad_arguments_are_named() -> None:
         ({"fd_step": 0.0}, "fd_step must be in"),
         ({"sam_rho": -1.0}, "sam_rho must be in"),
         ({"xi": -1e-3}, "xi must be in"),
+        ({"xi": 0.0}, r"xi must be in \(0, inf\], got 0.0"),
         ({"hvp": "fast"}, "hvp must be one of"),
         ({"interval": 0}, "interval must be >= 1"),
     ]:

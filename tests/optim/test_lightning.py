@@ -15,7 +15,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_info.callbacks import SharpnessMonitor
-from lightning_info.optim import GAM, SAM, SharpnessAwarePrecision, in_auxiliary_pass
+from lightning_info.optim import GAM, SAM, NonFiniteGradientError, SharpnessAwarePrecision, in_auxiliary_pass
 from tests.helpers.lightning import RecordingLogger, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyCNN, classification_data, loader
 from tests.optim.reference import SGDReference, loss_and_grad, params_of, sam_trajectory
@@ -160,6 +160,17 @@ def _scaler_plugin() -> SharpnessAwarePrecision:
     return SharpnessAwarePrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
 
 
+def test_precision_plugin_refuses_a_device_autocast_does_not_know() -> None:
+    """Regression: ``SharpnessAwarePrecision(device="tpu")`` was accepted and failed only inside ``fit``."""
+    with pytest.raises(ValueError, match=r"device must be a device type torch.autocast supports.*got 'tpu'"):
+        SharpnessAwarePrecision("16-mixed", "tpu")
+    with pytest.raises(TypeError, match="device must be a str"):
+        SharpnessAwarePrecision("16-mixed", torch.device("cpu"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Precision must be '16-mixed' or 'bf16-mixed'"):
+        SharpnessAwarePrecision("16", "cpu")
+    assert SharpnessAwarePrecision("bf16-mixed", "cpu").device == "cpu"
+
+
 def test_16_mixed_with_a_grad_scaler_needs_the_plugin_and_then_matches_the_reference(tmp_path) -> None:
     def factory(p):
         return SAM(p, torch.optim.SGD, rho=0.05, lr=0.1)
@@ -243,6 +254,32 @@ def test_16_mixed_skips_a_step_with_non_finite_gradients(tmp_path, optimizer, ex
     assert _assert_params_equal(snapshots[1], snapshots[2])  # step 2 skipped
     assert not _assert_params_equal(snapshots[2], snapshots[3])  # step 3 moved again
     assert trainer.precision_plugin.scaler.get_scale() == 2.0**15
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class OverflowsNearby(Classifier):
+    """Cross-entropy + ``exp(1000 a)``, ``a = 0.345``: finite loss, gradient and gradient norm at ``w`` in float64,
+    ``exp`` overflows at SAM's perturbed point (``a + e_a ~ a + rho``, rho 0.5)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.a = nn.Parameter(torch.tensor(0.345))
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.snapshots.append(params_of(self))
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx) + torch.exp(1000.0 * self.a)
+
+
+def test_fit_stops_with_w_restored_when_only_the_perturbed_gradient_is_non_finite(tmp_path) -> None:
+    """Regression: the base step applied the perturbed pass's Inf gradient; every weight became NaN in ``fit``."""
+    model = OverflowsNearby(optimizer_factory=lambda p: SAM(p, torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9))
+    with pytest.raises(NonFiniteGradientError, match=r"perturbed pass \(pass 2 of 2\b.*weights were restored"):
+        _fit(model, tmp_path, _data(dtype=torch.float64), precision="64-true", max_steps=3)
+    assert model.training_steps == 2 and len(model.snapshots) == 1  # failed in the first step, after both passes
+    _assert_params(model, model.snapshots[0], atol=0)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -42,7 +42,6 @@ def test_auxiliary_pass_output_and_gradient_equal_a_training_call_and_statistics
     before = {name: buffer.clone() for name, buffer in bn.named_buffers()}
     x_aux = x.clone().requires_grad_()
     out: list[torch.Tensor] = []
-    original, subclass = nn.modules.batchnorm._BatchNorm.forward, ScaledBatchNorm.forward
 
     def closure() -> torch.Tensor:
         y = bn(x_aux)
@@ -57,7 +56,10 @@ def test_auxiliary_pass_output_and_gradient_equal_a_training_call_and_statistics
     for name, buffer in bn.named_buffers():
         assert torch.equal(buffer, before[name]), name
     assert not torch.equal(reference.running_mean, before["running_mean"])  # a training call does update them
-    assert nn.modules.batchnorm._BatchNorm.forward is original and ScaledBatchNorm.forward is subclass  # undone
+    # outside the pass BatchNorm is itself again (the forward wrappers stay installed, but only act inside passes)
+    assert torch.equal(bn(x), expected.detach())
+    for (name, buffer), updated in zip(bn.named_buffers(), reference.buffers(), strict=True):
+        assert torch.equal(buffer, updated), name
 
 
 def test_clean_pass_updates_the_running_statistics_as_usual() -> None:

@@ -160,6 +160,43 @@ def test_non_finite_gradient_norm_raises_and_leaves_the_weights() -> None:
     assert not optimizer.state  # the base optimizer never stepped
 
 
+class OverflowsNearby(nn.Module):
+    """``mse(net(x), y) + exp(c a)`` with ``c = 1000``: ``c a = 345`` at ``w`` (finite loss, gradient and gradient
+    norm in float64), but SAM's step ``a + e_a ~ a + rho`` (rho 0.5) gives ``c (a + e_a) ~ 845``, past float64's
+    ``exp`` overflow at 709.8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _model()
+        self.a = nn.Parameter(torch.tensor(0.345, dtype=torch.float64))
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return mse(self.net(batch[0]), batch[1]) + torch.exp(1000.0 * self.a)
+
+
+def test_gradient_non_finite_only_at_the_perturbed_point_raises_and_restores_w() -> None:
+    """Regression: the perturbed pass's gradient was never checked; the base step applied it and every weight
+    became NaN (only the next step raised)."""
+    model, batch = OverflowsNearby(), _batches(1)[0]
+    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
+    losses: list[float] = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = model.loss(batch)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        return loss
+
+    before = params_of(model)
+    with pytest.raises(NonFiniteGradientError, match=r"perturbed pass \(pass 2 of 2\b.*weights were restored"):
+        optimizer.step(closure)
+    assert math.isfinite(losses[0]) and losses[1] == math.inf  # finite at w, overflowing at w + e
+    _assert_params(model, before, atol=0)
+    assert not optimizer.state  # the base optimizer never stepped: no momentum from the bad gradient
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize("finite", [True, False], ids=["stepped", "skipped-by-the-scaler"])
 def test_scaled_step_runs_the_step_hooks_like_step(finite: bool) -> None:
     """Regression: the GradScaler path (``SharpnessAwarePrecision``) bypassed ``step()`` and so every hook registered
@@ -197,6 +234,19 @@ def test_closure_that_accumulates_gradients_is_refused() -> None:
     with pytest.raises(RuntimeError, match="accumulate_grad_batches"):
         optimizer.step(accumulating)
     _assert_params(model, before, atol=0)
+
+
+def test_manual_second_step_with_a_non_finite_perturbed_gradient_restores_w_and_raises() -> None:
+    model, batch = OverflowsNearby(), _batches(1)[0]
+    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
+    before = params_of(model)
+    model.loss(batch).backward()
+    optimizer.first_step(zero_grad=True)
+    model.loss(batch).backward()  # inf at w + e
+    with pytest.raises(NonFiniteGradientError, match="weights were restored"):
+        optimizer.second_step()
+    _assert_params(model, before, atol=0)
+    assert not optimizer.state
 
 
 def test_manual_first_and_second_step_equal_step() -> None:
