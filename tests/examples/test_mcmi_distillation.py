@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,4 +45,7 @@ def test_example_lightning_cli_config(tmp_path: Path) -> None:
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "distill/val_teacher_acc=" in result.stdout + result.stderr  # the progress bar shows the val metrics
+    # the progress bar shows the val metrics: TQDM writes `distill/val_teacher_acc=0.07`; Lightning picks its Rich bar
+    # when `rich` is installed (transformers brings it), which cuts long names to the column width
+    output = result.stdout + result.stderr
+    assert "distill/val_teacher_acc=" in output or re.search(r"distill/val_teache(r_acc|…)", output)
