@@ -108,7 +108,9 @@ def cases() -> list[MetricCase]:
 
 
 def test_every_metric_has_a_case() -> None:
-    exported = {n for n in metrics.__all__ if inspect.isclass(getattr(metrics, n)) and issubclass(getattr(metrics, n), Metric)}
+    exported = {
+        n for n in metrics.__all__ if inspect.isclass(getattr(metrics, n)) and issubclass(getattr(metrics, n), Metric)
+    }
     assert exported == {case.id for case in cases()}
 
 
