@@ -35,6 +35,8 @@ COPIED = ("lightning_info", "tests", "benchmarks", "examples", "pyproject.toml")
 
 @dataclass(frozen=True)
 class Mutant:
+    """One deliberate bug: ``original`` replaced by ``replacement`` in ``file``, caught by ``tests``."""
+
     file: str  # relative to the repository root
     original: str  # exact snippet, unique in the file
     replacement: str
@@ -132,7 +134,7 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     (
         SA,
         "    if isinstance(value, Tensor) and value.numel() == 1:\n        return value.detach().float().reshape(())",
-        "    if isinstance(value, Tensor) and value.numel() == 1:\n        return value.detach().float().reshape(()) * 0",
+        "    if isinstance(value, Tensor) and value.numel() == 1:\n        return value.detach().float().reshape(()).neg()",  # noqa: E501
         OPT_T,
     ),
     # ---- sam.py
@@ -710,6 +712,7 @@ def _run_mutant(mutant: Mutant, copy: Path, timeout: float) -> tuple[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the selected mutants; print each outcome, the score and the survivors."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="run the mutants whose id or file contains PATTERN")
     parser.add_argument("--jobs", type=int, default=1, help="parallel copies (default 1)")

@@ -116,12 +116,12 @@ def run_ddp(tmp_path: Path, code: str, timeout: float = 300) -> subprocess.Compl
     )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as error:
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
         raise AssertionError(
             f"DDP script timed out after {timeout} s:\nSTDOUT:\n{stdout[-4000:]}\nSTDERR:\n{stderr[-4000:]}"
-        )
+        ) from error
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     output = f"STDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
     assert result.returncode == 0, f"DDP script failed:\n{output}"
