@@ -55,7 +55,12 @@ class Mutant:
 # ---------------------------------------------------------------------------------------------------- test sets
 SAM_T = ("tests/optim/test_sam.py", "tests/optim/test_mutants.py")
 GAM_T = ("tests/optim/test_gam.py", "tests/optim/test_mutants.py")
-OPT_T = ("tests/optim/test_sam.py", "tests/optim/test_gam.py", "tests/optim/test_mutants.py")
+OPT_T = (
+    "tests/optim/test_glue.py",
+    "tests/optim/test_sam.py",
+    "tests/optim/test_gam.py",
+    "tests/optim/test_mutants.py",
+)
 PASSES_T = ("tests/optim/test_passes.py", "tests/optim/test_isolation.py", "tests/optim/test_lightning.py")
 DDP_OPT_T = ("tests/optim/test_ddp.py",)  # 2-process runs: their slow tests are run too (see SLOW_OK)
 DDP_MCMI_T = ("tests/distill/test_ddp.py",)
