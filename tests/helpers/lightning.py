@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -93,7 +94,8 @@ def run_ddp(tmp_path: Path, code: str, timeout: float = 300) -> subprocess.Compl
 
     The script should build a ``Trainer(accelerator="cpu", devices=2, strategy="ddp")``, and write what the test
     checks into files under the folder given as ``sys.argv[1]`` (``OUT`` in the script), one per rank. The variable
-    ``OUT`` (a ``pathlib.Path``) is defined for it. Raises ``AssertionError`` with the output if the script fails.
+    ``OUT`` (a ``pathlib.Path``) is defined for it. Raises ``AssertionError`` with the output if the script fails or
+    runs past ``timeout`` seconds (then every process of the run is killed).
     """
     script = tmp_path / "ddp_script.py"
     prelude = "import sys, pathlib\nOUT = pathlib.Path(sys.argv[1])\n"
@@ -101,14 +103,26 @@ def run_ddp(tmp_path: Path, code: str, timeout: float = 300) -> subprocess.Compl
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env.pop("LOCAL_RANK", None)
     env["PL_DISABLE_FORK"] = "1"
-    result = subprocess.run(
+    # A new session: on a timeout (a failed assertion on one rank leaves the other blocked in a gloo collective)
+    # every process of the run is killed, rank 1 included, and the test fails instead of hanging.
+    process = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env=env,
         cwd=tmp_path,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"DDP script timed out after {timeout} s:\nSTDOUT:\n{stdout[-4000:]}\nSTDERR:\n{stderr[-4000:]}"
+        ) from error
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     output = f"STDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
     assert result.returncode == 0, f"DDP script failed:\n{output}"
     return result
