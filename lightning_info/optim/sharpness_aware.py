@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_info._internal.dtypes import LOW_PRECISION
 from lightning_info._internal.validation import check_bool, check_int
 from lightning_info.optim._passes import Closure, ClosurePasses, install
 
@@ -21,13 +22,21 @@ class NonFiniteGradientError(RuntimeError):
     """
 
 
+def _foreach_norm(tensors: list[Tensor], ord: float) -> tuple[Tensor, ...]:
+    """Per-tensor norms; float16/bfloat16 tensors are reduced in float32 (a float16 norm overflows above 65504)."""
+    if any(t.dtype in LOW_PRECISION for t in tensors):
+        wide = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+        return torch._foreach_norm(tensors, ord, dtype=wide)
+    return torch._foreach_norm(tensors, ord)
+
+
 def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
     """Norm of all tensors of all lists together (one ``torch._foreach_norm`` per list), at least in float32.
 
     ``ord=2`` (default) is the L2 norm; ``ord=math.inf`` the largest absolute entry, NaN or Inf exactly when an entry
     is (no overflow of squares).
     """
-    norms = [n for tensors in tensor_lists if tensors for n in torch._foreach_norm(tensors, ord)]
+    norms = [n for tensors in tensor_lists if tensors for n in _foreach_norm(tensors, ord)]
     if not norms:
         return torch.zeros(())
     if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
