@@ -76,14 +76,19 @@ def normalized_gram(x: Tensor, sigma: KernelWidth = "median") -> Tensor:
                 [0.3333, 0.3333, 0.0000],
                 [0.0000, 0.0000, 0.3333]], dtype=torch.float64)
     """
+    return _normalized_gram(x, sigma, "x", "sigma")
+
+
+def _normalized_gram(x: Tensor, sigma: KernelWidth, name: str, sigma_name: str) -> Tensor:
+    """:func:`normalized_gram` with the argument names its errors give (``y``/``sigma_y`` for the second input)."""
     if _is_labels(x):
-        labels = check_labels("x", x, x.shape[0] if x.ndim else -1)
+        labels = check_labels(name, x, x.shape[0] if x.ndim else -1)
         if labels.shape[0] < 2:
-            raise ValueError(f"x must have at least 2 rows (samples), got shape {tuple(labels.shape)}")
+            raise ValueError(f"{name} must have at least 2 rows (samples), got shape {tuple(labels.shape)}")
         kernel = (labels[:, None] == labels[None, :]).to(torch.float64)
     else:
-        samples = as_samples("x", x).to(torch.float64)
-        kernel = log_gram(samples, check_width("sigma", sigma)).exp()
+        samples = as_samples(name, x).to(torch.float64)
+        kernel = log_gram(samples, check_width(sigma_name, sigma)).exp()
     return kernel / kernel.shape[0]
 
 
@@ -149,7 +154,7 @@ def matrix_mutual_information(
         0.6931
     """
     order = check_order("alpha", alpha)
-    a, b = normalized_gram(x, sigma_x), normalized_gram(y, sigma_y)
+    a, b = _normalized_gram(x, sigma_x, "x", "sigma_x"), _normalized_gram(y, sigma_y, "y", "sigma_y")
     if a.shape != b.shape:
         raise ValueError(f"x and y must have the same number of rows, got {a.shape[0]} and {b.shape[0]}")
     return matrix_renyi_entropy(a, order) + matrix_renyi_entropy(b, order) - matrix_joint_entropy(a, b, order)

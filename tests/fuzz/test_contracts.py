@@ -221,6 +221,14 @@ def _cs_qmi(draw: st.DrawFn) -> tuple[tuple, dict]:
     return tuple(draw(paired(2))), {"sigma_x": draw(WIDTH), "sigma_z": draw(WIDTH)}
 
 
+@st.composite
+def _matrix_mi(draw: st.DrawFn) -> tuple[tuple, dict]:
+    x, y = draw(paired(2))
+    if draw(st.booleans()) and y.ndim >= 1 and y.shape[0] > 0:  # integer labels get the delta kernel
+        y = torch.arange(y.shape[0]) % 3
+    return (x, y), {"alpha": draw(ORDER), "sigma_x": draw(WIDTH), "sigma_y": draw(WIDTH)}
+
+
 def _dse_kwargs(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "sigma": draw(POSITIVE),
@@ -333,6 +341,7 @@ FUNCTIONS: dict[str, Callable[[], st.SearchStrategy[tuple[tuple, dict]]]] = {
     "entropy_regularizer": _regularizer,
     "infonce": _scores,
     "matrix_entropy": _matrix_entropy,
+    "matrix_mutual_information": _matrix_mi,
     "matrix_nuclear_norm": _nuclear,
     "median_width": _widths,
     "mine": _mine,
