@@ -13,7 +13,8 @@ from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim.sharpness_aware import (
     SharpnessAwareOptimizer,
     copy_tensors,
-    detached, finite_norm_value,
+    detached,
+    finite_norm_value,
     global_norm,
 )
 

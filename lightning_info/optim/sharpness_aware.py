@@ -11,14 +11,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_info._internal.sharding import is_dtensor, sharded_world
 from lightning_info._internal.validation import check_bool, check_int
 from lightning_info.optim._passes import Closure, ClosurePasses, install
-
-_DTensor: type | None
-if torch.distributed.is_available():
-    from torch.distributed.tensor import DTensor as _DTensor
-else:  # pragma: no cover - builds without torch.distributed
-    _DTensor = None
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -43,18 +38,9 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
     if stacked.dtype not in (torch.float32, torch.float64):
         stacked = stacked.float()
     norm = torch.linalg.vector_norm(stacked, ord)
-    if _is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
+    if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
         norm = norm.full_tensor()  # type: ignore[attr-defined]
     return norm
-
-
-def _is_dtensor(tensor: Tensor) -> bool:
-    return _DTensor is not None and isinstance(tensor, _DTensor)
-
-
-def sharded_world(params: list[Tensor]) -> int:
-    """The largest device-mesh size over the parameters that are DTensors (FSDP2, tensor parallel); 1 if none."""
-    return max((p.device_mesh.size() for p in params if _is_dtensor(p)), default=1)  # type: ignore[attr-defined]
 
 
 def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
@@ -63,7 +49,7 @@ def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
     DTensors (FSDP2's sharded parameters) are copied one by one: ``_foreach_copy_`` has no sharding rule for them
     (the other ``_foreach_*`` ops this package uses have one).
     """
-    if any(_is_dtensor(t) for t in targets):
+    if any(is_dtensor(t) for t in targets):
         for target, source in zip(targets, sources, strict=True):
             target.copy_(source)
     else:

@@ -81,9 +81,7 @@ def full_weights(model: nn.Module) -> dict[str, Tensor]:
     if fsdp1:
         with FullyShardedDataParallel.summon_full_params(fsdp1[0]):
             return {k.replace("_fsdp_wrapped_module.", ""): v.detach().clone() for k, v in model.named_parameters()}
-    return {
-        k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in model.named_parameters()
-    }
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in model.named_parameters()}
 
 
 def fit(engine: str, factory: OptimizerFactory, root: Any) -> dict[str, Tensor]:

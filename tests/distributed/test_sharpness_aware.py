@@ -37,6 +37,7 @@ for engine in ("fsdp2", "fsdp1"):
     sync = engine == "fsdp1"  # FSDP1 is refused whatever sync_perturbation says
     if engine == "fsdp2":
         fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+        fsdp2_model = model
     else:
         model = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True)
     optimizer = SAM(model.parameters(), torch.optim.SGD, lr=0.1, sync_perturbation=sync)
@@ -55,6 +56,14 @@ for engine in ("fsdp2", "fsdp1"):
         errors[engine] = f"{type(error).__name__}: {error}"
     unchanged = all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
     errors[engine + "_unchanged"] = str(unchanged)
+from lightning_info.callbacks import FisherMask
+
+for engine, module in (("fsdp2", fsdp2_model), ("fsdp1", model)):
+    try:
+        FisherMask(keep_ratio=0.5).on_train_start(None, module)
+        errors["fisher_" + engine] = "no error"
+    except RuntimeError as error:
+        errors["fisher_" + engine] = str(error)
 torch.save(errors, OUT / f"errors-rank{rank}.pt")
 """
 
@@ -95,3 +104,7 @@ def test_refusals_name_the_engine_and_leave_the_weights(runs: Path) -> None:
         assert errors["fsdp1"].startswith("RuntimeError: SAM does not support FSDP1"), errors
         assert "ModelParallelStrategy" in errors["fsdp1"]
         assert errors["fsdp2_unchanged"] == errors["fsdp1_unchanged"] == "True"
+        for engine in ("FSDP2", "FSDP1"):
+            assert errors["fisher_" + engine.lower()].startswith(
+                f"FisherMask does not support sharded models ({engine})"
+            )
