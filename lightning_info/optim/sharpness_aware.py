@@ -39,7 +39,7 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
         stacked = stacked.float()
     norm = torch.linalg.vector_norm(stacked, ord)
     if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
-        norm = norm.full_tensor()  # type: ignore[attr-defined]
+        norm = norm.full_tensor()
     return norm
 
 
