@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
+from lightning_info._internal.sharding import sharding_engine
 from lightning_info._internal.validation import check_choice, check_int, check_range
 from lightning_info.callbacks._logging import log_scalars
 from lightning_info.fisher import empirical_fisher, topk_masks
@@ -192,6 +193,14 @@ class FisherMask(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        engine = sharding_engine(pl_module)
+        if engine is not None:
+            raise RuntimeError(
+                f"FisherMask does not support sharded models ({engine}): the per-sample Fisher needs each "
+                "parameter whole and the global top-k all of them, while each rank holds a shard. Compute the masks "
+                "on the unsharded model (FisherMask with DDP or one device, or lightning_info.fisher.empirical_fisher "
+                "and topk_masks) and train the kept entries there, or train with DDP."
+            )
         container: _MaskBuffers = getattr(pl_module, MASK_ATTRIBUTE)
         masks = container.get(self._trainable(pl_module))
         # a due recomputation is also done here: resumed from a checkpoint written on an epoch's last batch

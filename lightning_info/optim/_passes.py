@@ -17,6 +17,8 @@ clean pass has side effects outside the gradient:
   recorded instead and replayed once by :meth:`ClosurePasses.clip_once`, on the final update direction.
 - **DDP** (``local=True`` for a pass): every ``DistributedDataParallel`` module called in the pass skips its gradient
   all-reduce (what ``no_sync()`` does), so the gradient stays this rank's own.
+- **FSDP1**: a ``FullyShardedDataParallel`` module called in a pass is recorded (:attr:`ClosurePasses.fsdp1_seen`):
+  the optimizer refuses the step (its norms would be shard-local).
 
 All of this is per thread and needs no reference to the user's module, trainer or DDP wrapper, so the optimizers stay
 drop-in: ``forward`` of the BatchNorm classes and of ``DistributedDataParallel`` and the public
@@ -65,6 +67,13 @@ def _lightning_module_classes() -> list[type]:
         if module is not None and hasattr(module, "LightningModule"):
             classes.append(module.LightningModule)
     return classes
+
+
+def _imported_classes(module_name: str, class_name: str) -> list[type]:
+    """``module_name.class_name`` if that module is imported already (no import cost for those who do not use it)."""
+    module = sys.modules.get(module_name)
+    cls = getattr(module, class_name, None)
+    return [cls] if isinstance(cls, type) else []
 
 
 def _rng_state() -> tuple[Tensor, list[Tensor] | None]:
@@ -168,6 +177,19 @@ def _local_while_running(original: Callable[..., Any]) -> Callable[..., Any]:
     return forward
 
 
+def _recorded_while_running(original: Callable[..., Any]) -> Callable[..., Any]:
+    """FSDP1's ``FullyShardedDataParallel.forward`` that tells the running :class:`ClosurePasses` it was called."""
+
+    @functools.wraps(original)
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        passes = _running()
+        if passes is not None:
+            passes.fsdp1_seen = True
+        return original(self, *args, **kwargs)
+
+    return forward
+
+
 def install() -> None:
     """Wrap, once per class, the methods whose behaviour an auxiliary pass changes (see the module docstring).
 
@@ -177,6 +199,8 @@ def install() -> None:
         (cls, "forward", _frozen_in_auxiliary_passes) for cls in _subclasses_defining(_BatchNorm, "forward")
     ]
     targets.append((DistributedDataParallel, "forward", _local_while_running))
+    for cls in _imported_classes("torch.distributed.fsdp.fully_sharded_data_parallel", "FullyShardedDataParallel"):
+        targets.append((cls, "forward", _recorded_while_running))
     for cls in _lightning_module_classes():
         targets += [(cls, "log", _silenced_in_auxiliary_passes), (cls, "clip_gradients", _deferred_while_running)]
     pending = [t for t in targets if t[1] in t[0].__dict__ and not hasattr(t[0].__dict__[t[1]], _WRAPPER)]
@@ -222,6 +246,8 @@ class ClosurePasses:
         self.local = False
         #: ``DistributedDataParallel`` modules whose gradient sync a local pass skipped.
         self.ddp_seen: list[DistributedDataParallel] = []
+        #: whether an FSDP1 ``FullyShardedDataParallel`` module ran in a pass
+        self.fsdp1_seen = False
 
     def __enter__(self) -> ClosurePasses:
         install()  # classes defined or imported since the optimizer was created (a user's BatchNorm, Lightning)

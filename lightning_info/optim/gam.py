@@ -10,7 +10,13 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_choice, check_range
 from lightning_info.optim._passes import ClosurePasses
-from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, detached, finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import (
+    SharpnessAwareOptimizer,
+    copy_tensors,
+    detached,
+    finite_norm_value,
+    global_norm,
+)
 
 
 def _gradients(params: list[Tensor]) -> list[Tensor]:
@@ -33,7 +39,7 @@ def _all_reduce_mean(tensors: list[Tensor], group: Any) -> None:
         dist.all_reduce(flat, group=group)
         flat /= dist.get_world_size(group)
         chunks = flat.split([t.numel() for t in same])
-        torch._foreach_copy_(same, [c.view_as(t) for c, t in zip(chunks, same, strict=True)])
+        copy_tensors(same, [c.view_as(t) for c, t in zip(chunks, same, strict=True)])
 
 
 def _split(tensors: list[Tensor], sizes: list[int]) -> list[list[Tensor]]:
@@ -193,13 +199,13 @@ class GAM(SharpnessAwareOptimizer):
             run = self._exact if self.hvp == "exact" else self._finite_difference
             d = run(passes, params, hyper, sizes, theta, local)
         finally:
-            torch._foreach_copy_(params, theta)
+            copy_tensors(params, theta)
         for group, h_g in zip(hyper, _split(d.h_norm, sizes), strict=True):
             torch._foreach_mul_(h_g, group["alpha"] * group["rho"] * d.h_norm_scale)
         torch._foreach_add_(d.h_norm, d.h_loss)
         if local and passes.ddp_seen:
             _all_reduce_mean(d.h_norm, passes.ddp_seen[0].process_group)
-        torch._foreach_copy_(_gradients(params), d.h_norm)
+        copy_tensors(_gradients(params), d.h_norm)
         self.statistics.update(
             grad_norm=d.grad_norm, perturbation_norm=d.radius, first_order_flatness=d.radius * d.adv_grad_norm
         )
@@ -244,7 +250,7 @@ class GAM(SharpnessAwareOptimizer):
         perturbed = passes.auxiliary(local)
         g1 = self._snapshot("g1", _gradients(params)) if self.sam_rho is not None else _gradients(params)
         f = list(torch._foreach_sub(g1, g0))  # r1 * H(theta) u
-        torch._foreach_copy_(params, theta)
+        copy_tensors(params, theta)
         radius = self._ascend(params, f, hyper, sizes, 1.0 / r1)  # theta_adv
         passes.auxiliary(local)
         g2 = self._snapshot("g2", _gradients(params))
@@ -272,7 +278,7 @@ class GAM(SharpnessAwareOptimizer):
             self._unit_step(params, g0, self.sam_rho, n0_value)
             perturbed = passes.auxiliary(local)
             h_loss = [g.detach().clone() for g in _gradients(params)]
-            torch._foreach_copy_(params, theta)
+            copy_tensors(params, theta)
         radius = self._ascend(params, f, hyper, sizes, 1.0)
         passes.auxiliary(local)
         g2 = [g.detach() for g in _gradients(params)]

@@ -10,7 +10,13 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_range
 from lightning_info.optim._passes import ClosurePasses
-from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, detached, finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import (
+    SharpnessAwareOptimizer,
+    copy_tensors,
+    detached,
+    finite_norm_value,
+    global_norm,
+)
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -169,7 +175,7 @@ class SAM(SharpnessAwareOptimizer):
     def _restore(self) -> None:
         saved = self._run.pop("saved", None)
         if saved is not None:
-            torch._foreach_copy_(*saved)
+            copy_tensors(*saved)
 
     def _unchecked_passes(self) -> str:
         return "the perturbed pass (pass 2 of 2, at w + e)"

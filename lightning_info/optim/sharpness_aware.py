@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_info._internal.dtypes import LOW_PRECISION
+from lightning_info._internal.sharding import is_dtensor, sharded_world
 from lightning_info._internal.validation import check_bool, check_int
 from lightning_info.optim._passes import Closure, ClosurePasses, install
 
@@ -44,7 +46,23 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
     stacked = torch.stack(norms)
     if stacked.dtype not in (torch.float32, torch.float64):
         stacked = stacked.float()
-    return torch.linalg.vector_norm(stacked, ord)
+    norm = torch.linalg.vector_norm(stacked, ord)
+    if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
+        norm = norm.full_tensor()
+    return norm
+
+
+def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
+    """``targets[i].copy_(sources[i])`` for all ``i``: one ``torch._foreach_copy_`` for plain tensors.
+
+    DTensors (FSDP2's sharded parameters) are copied one by one: ``_foreach_copy_`` has no sharding rule for them
+    (the other ``_foreach_*`` ops this package uses have one).
+    """
+    if any(is_dtensor(t) for t in targets):
+        for target, source in zip(targets, sources, strict=True):
+            target.copy_(source)
+    else:
+        torch._foreach_copy_(targets, sources)
 
 
 def finite_norm_value(name: str, norm: Tensor, optimizer: str) -> float:
@@ -287,6 +305,14 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def _check_closure(self, closure: Closure | None) -> Closure:
         name = type(self).__name__
+        if closure is None and sys.modules.get("deepspeed") is not None:
+            raise RuntimeError(
+                f"{name}.step() was called without a closure while DeepSpeed is imported: DeepSpeed (Lightning's "
+                "DeepSpeedStrategy) is not supported. Its precision plugin evaluates the training closure once and its "
+                f"engine steps the optimizer without it, so the {self.passes} passes of a sharpness-aware step cannot "
+                "run. Train with ModelParallelStrategy + fully_shard (FSDP2) and sync_perturbation=True, or with DDP. "
+                "No weight was changed."
+            )
         if closure is None:
             raise TypeError(
                 f"{name}.step() needs `closure`: a function that zeroes the gradients, recomputes the loss with "
@@ -309,7 +335,7 @@ class SharpnessAwareOptimizer(Optimizer):
         return out
 
     def _snapshot(self, key: str, tensors: list[Tensor]) -> list[Tensor]:
-        """A copy of ``tensors`` in buffers kept from step to step (one ``_foreach_copy_``, no allocation).
+        """A copy of ``tensors`` in buffers kept from step to step (:func:`copy_tensors`, no allocation).
 
         The buffers are (re)allocated when the tensors' number, shapes, dtypes or devices change.
         """
@@ -323,7 +349,7 @@ class SharpnessAwareOptimizer(Optimizer):
             )
         ):
             buffers = self._snapshots[key] = [torch.empty_like(t, memory_format=torch.preserve_format) for t in tensors]
-        torch._foreach_copy_(buffers, tensors)
+        copy_tensors(buffers, tensors)
         return buffers
 
     def _scale_grads(self, factor: float) -> None:
@@ -351,7 +377,34 @@ class SharpnessAwareOptimizer(Optimizer):
                 "precision='16-mixed' and SharpnessAwarePrecision, which skips such steps as GradScaler does."
             )
 
+    def _check_engine(self, passes: ClosurePasses | None) -> None:
+        """Refuse what the sharded engines cannot do (before any weight moves; ``passes=None``: manual first step).
+
+        FSDP2 parameters are DTensors: their norms are global and their copies per tensor, so synchronised
+        perturbations are exact. A per-rank perturbation (m-sharpness) would need each rank's own full perturbed
+        weights, which sharded parameters cannot hold. FSDP1 flattens the parameters into shards whose norms are
+        rank-local.
+        """
+        name = type(self).__name__
+        params = [p for group in self.param_groups for p in group["params"]]
+        if not self.sync_perturbation and sharded_world(params) > 1:
+            raise ValueError(
+                f"{name}(sync_perturbation=False) cannot run with sharded (DTensor) parameters (FSDP2's fully_shard or "
+                "tensor parallelism): m-sharpness perturbs each rank's weights with its own gradient, but a sharded "
+                "parameter holds one shard of a single set of weights shared by all ranks. Set "
+                "sync_perturbation=True (the global-batch perturbation, exact under FSDP2), or train with DDP for "
+                "m-sharpness. No weight was changed."
+            )
+        if passes is not None and passes.fsdp1_seen:
+            raise RuntimeError(
+                f"{name} does not support FSDP1 (torch.distributed.fsdp.FullyShardedDataParallel, Lightning's "
+                "FSDPStrategy): each rank holds a shard of the flattened parameters, so the gradient norms of the "
+                "perturbation would be rank-local. Use FSDP2: Lightning's ModelParallelStrategy with fully_shard in "
+                "configure_model, and sync_perturbation=True. No weight was changed."
+            )
+
     def _clean_pass(self, passes: ClosurePasses) -> Any:
+        self._check_engine(None)
         probe = next(((p, p.grad) for g in self.param_groups for p in g["params"] if p.grad is not None), None)
         zero_grad_calls = self._run["zero_grad_calls"]
         loss = passes.clean(local=not self.sync_perturbation)
@@ -363,6 +416,7 @@ class SharpnessAwareOptimizer(Optimizer):
                 "perturbed pass would see only the last micro-batch. Use accumulate_grad_batches=1 with a larger "
                 "batch. Outside Lightning, call optimizer.zero_grad() inside the closure. No weight was changed."
             )
+        self._check_engine(passes)
         return loss
 
 

@@ -1,0 +1,33 @@
+"""DeepSpeed steps optimizers without a closure: SAM/GAM say so (tested with a stand-in, DeepSpeed not needed)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from lightning_info.optim import GAM, SAM
+
+
+@pytest.mark.parametrize("optimizer_class", [SAM, GAM])
+def test_a_step_without_closure_under_deepspeed_names_deepspeed(
+    monkeypatch: pytest.MonkeyPatch, optimizer_class: type
+) -> None:
+    model = torch.nn.Linear(3, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = optimizer_class(model.parameters(), torch.optim.SGD, lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()  # DeepSpeed's precision ran the closure, then its engine steps
+    monkeypatch.setitem(sys.modules, "deepspeed", types.ModuleType("deepspeed"))
+    with pytest.raises(RuntimeError, match=r"DeepSpeed \(Lightning's DeepSpeedStrategy\) is not supported") as info:
+        optimizer.step()
+    assert "ModelParallelStrategy" in str(info.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_without_deepspeed_the_message_points_to_the_precision_plugin() -> None:
+    assert sys.modules.get("deepspeed") is None
+    optimizer = SAM(torch.nn.Linear(3, 1).parameters(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(TypeError, match="SharpnessAwarePrecision"):
+        optimizer.step()

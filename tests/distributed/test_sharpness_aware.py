@@ -1,0 +1,110 @@
+"""SAM, ASAM, every-k SAM and GAM on DDP, FSDP2 and FSDP1 (2 CPU processes) against the one-process global batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.distributed.engines import CASES, ENGINES, reference
+from tests.helpers.lightning import run_ddp
+
+SCRIPT = """
+import torch
+import torch.distributed as dist
+from torch import nn
+from lightning_info.optim import SAM
+from tests.distributed.engines import CASES, ENGINES, IN_DIM, fit
+
+torch.set_num_threads(1)
+rank = None
+for engine in ENGINES:
+    for case in (CASES if engine != "fsdp1" else ["sgd"]):
+        weights = fit(engine, CASES[case], OUT)
+        rank = dist.get_rank()
+        torch.save(weights, OUT / f"{engine}-{case}-rank{rank}.pt")
+
+# refusals, outside Trainer.fit (an exception in fit makes Lightning's launcher kill the other rank)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
+
+x, y = torch.randn(8, IN_DIM), torch.randint(0, 3, (8,))
+errors = {}
+for engine in ("fsdp2", "fsdp1"):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(IN_DIM, 6), nn.ReLU(), nn.Linear(6, 3))
+    sync = engine == "fsdp1"  # FSDP1 is refused whatever sync_perturbation says
+    if engine == "fsdp2":
+        fully_shard(model, mesh=init_device_mesh("cpu", (2,)))
+        fsdp2_model = model
+    else:
+        model = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True)
+    optimizer = SAM(model.parameters(), torch.optim.SGD, lr=0.1, sync_perturbation=sync)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    try:
+        optimizer.step(closure)
+        errors[engine] = "no error"
+    except (ValueError, RuntimeError) as error:
+        errors[engine] = f"{type(error).__name__}: {error}"
+    unchanged = all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    errors[engine + "_unchanged"] = str(unchanged)
+from lightning_info.callbacks import FisherMask
+
+for engine, module in (("fsdp2", fsdp2_model), ("fsdp1", model)):
+    try:
+        FisherMask(keep_ratio=0.5).on_train_start(None, module)
+        errors["fisher_" + engine] = "no error"
+    except RuntimeError as error:
+        errors["fisher_" + engine] = str(error)
+torch.save(errors, OUT / f"errors-rank{rank}.pt")
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One launch of 2 processes that runs every engine and case (about 40 s on 2 busy cores)."""
+    root = tmp_path_factory.mktemp("distributed")
+    run_ddp(root, SCRIPT, timeout=600)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_equals_the_single_process_global_batch(runs: Path, engine: str, case: str) -> None:
+    if engine == "fsdp1" and case != "sgd":
+        pytest.skip("SAM/GAM refuse FSDP1 (test_refusals)")
+    expected = reference(CASES[case])
+    ranks = [torch.load(runs / f"{engine}-{case}-rank{r}.pt") for r in range(2)]
+    assert set(ranks[0]) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), key  # ranks identical
+        torch.testing.assert_close(ranks[0][key], value, atol=1e-5, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
+    if case != "sgd":  # the sharpness-aware step is not the plain one
+        plain = reference(CASES["sgd"])
+        assert max((expected[k] - plain[k]).abs().max().item() for k in plain) > 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_refusals_name_the_engine_and_leave_the_weights(runs: Path) -> None:
+    for rank in range(2):
+        errors = torch.load(runs / f"errors-rank{rank}.pt")
+        assert errors["fsdp2"].startswith("ValueError: SAM(sync_perturbation=False) cannot run with sharded"), errors
+        assert "Set sync_perturbation=True" in errors["fsdp2"]
+        assert errors["fsdp1"].startswith("RuntimeError: SAM does not support FSDP1"), errors
+        assert "ModelParallelStrategy" in errors["fsdp1"]
+        assert errors["fsdp2_unchanged"] == errors["fsdp1_unchanged"] == "True"
+        for engine in ("FSDP2", "FSDP1"):
+            assert errors["fisher_" + engine.lower()].startswith(
+                f"FisherMask does not support sharded models ({engine})"
+            )
