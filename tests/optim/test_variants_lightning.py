@@ -4,6 +4,7 @@ clipping once, BatchNorm once, 16-mixed, accumulation refused, exact resume, DDP
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch.func import functional_call
 
 from lightning_info.callbacks import SharpnessMonitor
 from lightning_info.optim import GSAM, WSAM, FriendlySAM, LookSAM
-from tests.helpers.lightning import RecordingLogger, run_ddp, trainer_kwargs
+from tests.helpers.lightning import RecordingLogger, load_script, run_ddp, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyCNN, classification_data, loader
 from tests.optim.reference import SGDReference, params_of
 from tests.optim.reference_variants import variant_trajectory
@@ -269,3 +270,20 @@ def test_ddp_m_sharpness_keeps_the_ranks_identical_and_equals_the_two_shard_refe
             assert torch.equal(ranks[0]["final"][key], ranks[1]["final"][key]), variant
         final = torch.cat([v.reshape(-1) for v in ranks[0]["final"].values()])
         torch.testing.assert_close(final, _ddp_reference(variant, ranks[0]["initial"]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_the_comparison_example_runs_the_variants_fast(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    optimizers = ["gsam", "wsam", "fsam", "looksam"]
+    results = load_script("examples/sam_compare.py").main(
+        ["--fast", "--no-wandb", "--threads", "1", "--out", str(tmp_path), "--optimizers", *optimizers]
+    )
+    assert list(results) == optimizers
+    for result in results.values():
+        assert 0 <= result["test_acc"][0] <= 1  # 3 power iterations after 3 batches: the eigenvalue is just finite
+        assert all(math.isfinite(result[m][0]) for m in ("hessian_top_eig", "worst_case_gap", "train_loss"))
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in optimizers)
+    header = next((tmp_path / "gsam-noise0.2-seed0").rglob("metrics.csv")).read_text().splitlines()[0]
+    assert {"sam/perturbation_norm", "sam/sharpness", "sharpness/worst_case_gap"} <= set(header.split(","))
