@@ -78,7 +78,7 @@ class GSAM(TwoPassOptimizer):
         ...     loss.backward()
         ...     return loss
         >>> loss = optimizer.step(closure)
-        >>> float(optimizer.statistics["perturbation_norm"])  # lr = lr_max: rho_t = rho
+        >>> round(float(optimizer.statistics["perturbation_norm"]), 6)  # lr = lr_max: rho_t = rho
         0.05
     """
 
