@@ -1,4 +1,6 @@
-"""Time per training step of SAM, every-k SAM and GAM relative to their base optimizer (same model, same data).
+"""Time per training step of the SAM family relative to their base optimizer (same model, same data).
+
+SAM, every-k SAM, GAM, GSAM, WSAM, FriendlySAM and LookSAM.
 
 Run: ``python benchmarks/sam.py`` (``--quick`` for a smoke run, ``--rounds``, ``--threads``). A small CNN
 (conv-BN-ReLU x2, dropout, linear) on random 32x32 images, SGD with momentum as the base optimizer, the plain
@@ -11,7 +13,8 @@ and the interquartile range of the per-round ratios (the run-to-run noise of one
 rows time the closure alone 2 and 4 times plus one base step: what SAM's and GAM's passes cost with no
 sharpness-aware code at all; "overhead over the passes" is the optimizer's own cost. Wall-clock timings on a shared
 machine are noisy (the header prints the load average); the CPU-time ratio beside them is steadier there. The goal
-lines use wall time. Goals: SAM <= 2.05x, every-k SAM <= (1 + 1/k) * 1.05, GAM <= 4 * 1.05 (its passes).
+lines use wall time. Goals: SAM <= 2.05x, every-k SAM <= (1 + 1/k) * 1.05, GAM <= 4 * 1.05 (its passes), GSAM and
+WSAM <= 2.05x, FriendlySAM <= 2.1x, LookSAM k=5 <= 1.26x (1 + 1/k passes).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lightning_info.optim import GAM, SAM
+from lightning_info.optim import GAM, GSAM, SAM, WSAM, FriendlySAM, LookSAM
 
 
 def _model(width: int) -> nn.Module:
@@ -59,6 +62,15 @@ def _stepper(name: str, width: int, batch: int, size: int) -> tuple[Callable[[],
         optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, interval=steps, **kwargs)
     elif name == "gam":
         optimizer = GAM(model.parameters(), torch.optim.SGD, **kwargs)
+    elif name == "gsam":
+        optimizer = GSAM(model.parameters(), torch.optim.SGD, rho=0.05, alpha=0.1, **kwargs)
+    elif name == "wsam":
+        optimizer = WSAM(model.parameters(), torch.optim.SGD, rho=0.05, gamma=0.9, **kwargs)
+    elif name == "fsam":
+        optimizer = FriendlySAM(model.parameters(), torch.optim.SGD, rho=0.05, sigma=1.0, lmbda=0.9, **kwargs)
+    elif name.startswith("looksam-"):
+        steps = int(name.split("-")[1])
+        optimizer = LookSAM(model.parameters(), torch.optim.SGD, rho=0.05, k=steps, alpha=0.7, **kwargs)
     else:  # "base" and the floors: the base optimizer
         optimizer = torch.optim.SGD(model.parameters(), **kwargs)
     passes = int(name.split()[0]) if name.endswith("passes") else 0
@@ -82,6 +94,7 @@ def _stepper(name: str, width: int, batch: int, size: int) -> tuple[Callable[[],
 
 
 GOALS = {"sam": 2.05, "every-2": 1.5 * 1.05, "every-5": 1.2 * 1.05, "every-10": 1.1 * 1.05, "gam": 4 * 1.05}
+GOALS.update({"gsam": 2.05, "wsam": 2.05, "fsam": 2.1, "looksam-5": 1.2 * 1.05})
 FLOORS = {"sam": "2 passes", "gam": "4 passes"}  # the floor row of each multi-pass optimizer
 
 
@@ -96,7 +109,7 @@ def main(
             return main(width=4, batch=8, size=8, rounds=1)
         finally:
             torch.set_num_threads(threads)
-    names = ["sam", "every-2", "every-5", "every-10", "gam", *FLOORS.values()]
+    names = ["sam", "every-2", "every-5", "every-10", "gam", "gsam", "wsam", "fsam", "looksam-5", *FLOORS.values()]
     steppers = {name: _stepper(name, width, batch, size) for name in ["base", *names]}
     best = dict.fromkeys(steppers, float("inf"))  # wall time per step, best round
     ratios: dict[str, list[float]] = {name: [] for name in names}
@@ -141,7 +154,8 @@ def main(
         overhead = results[name][0] / results[floor][0] - 1
         print(f"{name.upper()} overhead over its {floor} alone: {overhead:+.1%}")
     labels = {"sam": "SAM", "every-2": "every-2 SAM", "every-5": "every-5 SAM", "every-10": "every-10 SAM"}
-    labels["gam"] = "GAM (4 passes)"
+    labels.update({"gam": "GAM (4 passes)", "gsam": "GSAM", "wsam": "WSAM", "fsam": "FriendlySAM"})
+    labels["looksam-5"] = "LookSAM k=5"
     for name, label in labels.items():
         ratio, goal = results[name]
         print(f"{label} step time vs base: {ratio:.3f}x (goal <= {goal:.3f})")

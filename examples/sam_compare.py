@@ -1,15 +1,15 @@
-"""SGD vs SAM vs GAM (and ASAM) for a small CNN on scikit-learn's digits, with optional label noise.
+"""SGD vs the SAM family (SAM, ASAM, GAM, GSAM, WSAM, FriendlySAM, LookSAM) for a small CNN on scikit-learn's digits.
 
-Run: ``python examples/sam_compare.py --out runs/sam_compare`` (``--fast`` for a seconds-long smoke run). Every
-optimizer wraps the same SGD (momentum 0.9, cosine schedule) on the same seeded 70/15/15 split. Logged to W&B offline
-when wandb is importable (else CSV): ``train_loss``, ``val_acc``, the optimizer's ``sam/perturbation_norm``,
-``sam/grad_norm``, ``sam/sharpness`` / ``sam/first_order_flatness`` every step (``SharpnessMonitor``), and after every
-epoch two sharpness estimates measured the same way for all optimizers on a fixed training batch, in eval mode
-(``SharpnessEstimate``): ``sharpness/worst_case_gap`` = L(w + rho g/||g||) - L(w) at rho = 0.05 and
-``sharpness/hessian_top_eig`` (power iteration on Hessian-vector products). Prints test accuracy (mean ± std over
-seeds, last epoch, no selection on the test split) and the final sharpness, and writes ``results.json`` and
-``results.md`` under ``--out``. With LightningCLI:
-``python examples/sam_compare.py fit --config examples/configs/sam_compare.yaml``.
+With optional label noise. Run: ``python examples/sam_compare.py --out runs/sam_compare`` (``--fast`` for a seconds-long
+smoke run). Every optimizer wraps the same SGD (momentum 0.9, cosine schedule) on the same seeded 70/15/15 split. Logged
+to W&B offline when wandb is importable (else CSV): ``train_loss``, ``val_acc``, the optimizer's
+``sam/perturbation_norm``, ``sam/grad_norm``, ``sam/sharpness`` / ``sam/first_order_flatness`` every step
+(``SharpnessMonitor``), and after every epoch two sharpness estimates measured the same way for all optimizers on a
+fixed training batch, in eval mode (``SharpnessEstimate``): ``sharpness/worst_case_gap`` = L(w + rho g/||g||) - L(w) at
+rho = 0.05 and ``sharpness/hessian_top_eig`` (power iteration on Hessian-vector products). Prints test accuracy (mean ±
+std over seeds, last epoch, no selection on the test split) and the final sharpness, and writes ``results.json`` and
+``results.md`` under ``--out``. With LightningCLI: ``python examples/sam_compare.py fit --config
+examples/configs/sam_compare.yaml``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.callbacks import SharpnessMonitor
 from lightning_info.demo.data import load_digits_tokens
-from lightning_info.optim import GAM, SAM
+from lightning_info.optim import GAM, GSAM, SAM, WSAM, FriendlySAM, LookSAM
 
-OPTIMIZERS = ("sgd", "sam", "asam", "gam")
+OPTIMIZERS = ("sgd", "sam", "asam", "gam", "gsam", "wsam", "fsam", "looksam")
 
 
 class DigitsImages(LightningDataModule):
@@ -128,8 +128,17 @@ class SmallCNN(LightningModule):
             optimizer = SAM(self.parameters(), torch.optim.SGD, rho=h["rho"], **sgd)
         elif h["optimizer"] == "asam":
             optimizer = SAM(self.parameters(), torch.optim.SGD, rho=10 * h["rho"], adaptive=True, **sgd)
-        else:
+        elif h["optimizer"] == "gam":
             optimizer = GAM(self.parameters(), torch.optim.SGD, rho=h["rho"], alpha=h["alpha"], **sgd)
+        elif h["optimizer"] == "gsam":  # the paper's rho schedule: rho_t from rho down to rho / 10 with the lr
+            optimizer = GSAM(self.parameters(), torch.optim.SGD, rho=h["rho"], alpha=h["alpha"], rho_min=h["rho"] / 10,
+                             **sgd)  # fmt: skip
+        elif h["optimizer"] == "wsam":
+            optimizer = WSAM(self.parameters(), torch.optim.SGD, rho=h["rho"], gamma=0.9, **sgd)
+        elif h["optimizer"] == "fsam":
+            optimizer = FriendlySAM(self.parameters(), torch.optim.SGD, rho=h["rho"], sigma=1.0, lmbda=0.9, **sgd)
+        else:
+            optimizer = LookSAM(self.parameters(), torch.optim.SGD, rho=h["rho"], k=5, alpha=0.7, **sgd)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, h["epochs"]))
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
