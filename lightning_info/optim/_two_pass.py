@@ -19,7 +19,13 @@ from torch.optim import Optimizer
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim.gam import _gradients
 from lightning_info.optim.gam import _split as split
-from lightning_info.optim.sharpness_aware import SharpnessAwareOptimizer, detached, finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import (
+    SharpnessAwareOptimizer,
+    copy_tensors,
+    detached,
+    finite_norm_value,
+    global_norm,
+)
 
 Groups = list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]
 
@@ -95,7 +101,7 @@ class TwoPassOptimizer(SharpnessAwareOptimizer):
                     torch._foreach_add_(p_g, d_g, alpha=scale)
             perturbed = passes.auxiliary(local)
         finally:
-            torch._foreach_copy_(params, saved)
+            copy_tensors(params, saved)
         if len(groups) == 1:  # ||e|| = rho ||d|| / ||d||
             self.statistics["perturbation_norm"] = norm.new_tensor(rhos[0] if value > 0 else 0.0)
         else:

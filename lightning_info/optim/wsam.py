@@ -12,7 +12,7 @@ from lightning_info._internal.validation import check_bool, check_range
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._two_pass import TwoPassOptimizer, split
 from lightning_info.optim.gam import _all_reduce_mean
-from lightning_info.optim.sharpness_aware import finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import copy_tensors, finite_norm_value, global_norm
 
 
 class WSAM(TwoPassOptimizer):
@@ -139,7 +139,7 @@ class WSAM(TwoPassOptimizer):
             return
         term = self._snapshot("sharpness_term", g_tilde)  # g~ - g, then .grad = g for the base optimizer
         torch._foreach_sub_(term, g)
-        torch._foreach_copy_(g_tilde, g)
+        copy_tensors(g_tilde, g)
         if local and passes.ddp_seen:
             _all_reduce_mean(g_tilde + term, passes.ddp_seen[0].process_group)
         finite_norm_value("the sharpness term g~ - g (largest entry)", global_norm([term], ord=float("inf")), "WSAM")
