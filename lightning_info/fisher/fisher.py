@@ -260,8 +260,10 @@ def empirical_fisher(
 def _exact_linears(
     model: nn.Module, params: Mapping[str, Tensor], loss_fn: LossFn, batches: Iterable[Any]
 ) -> tuple[dict[str, ExactLinear], dict[_Shapes, dict[str, Tensor]], Iterable[Any]]:
-    """The shortcut layers, checked on the first sample of ``batches``, their probes for that sample's input shapes,
-    and ``batches`` with that batch put back."""
+    """The shortcut layers checked on the first sample of ``batches``, their probes, and ``batches`` as given.
+
+    The probes are keyed by that sample's input shapes; the first batch is put back in front of the rest.
+    """
     iterator = iter(batches)
     first = next(iterator, None)
     if first is None:
@@ -300,7 +302,7 @@ def _accumulate_vmap(
     y: Tensor,
     fisher: dict[str, Tensor],
     linears: Mapping[str, ExactLinear],
-    probes: Mapping[str, Tensor],
+    probes: dict[str, Tensor],
 ) -> None:
     """Per-sample gradients of the parameters outside ``linears``; output gradients and inputs of ``linears``."""
     covered = {name for lin in linears.values() for name in lin.names}

@@ -156,11 +156,13 @@ def _is_linear_call(candidate: _Candidate, inputs: Tensor, output: Tensor) -> bo
         return False
     if not candidate.transposed:
         return True
-    module = candidate.module
+    weight, bias = (candidate.module._parameters.get(key) for key in ("weight", "bias"))
+    if weight is None:
+        return False
     with torch.no_grad():
-        expected = inputs.reshape(-1, candidate.in_features) @ module.weight
-        if module.bias is not None:
-            expected = expected + module.bias
+        expected = inputs.reshape(-1, candidate.in_features) @ weight
+        if bias is not None:
+            expected = expected + bias
         return bool(torch.allclose(output.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5))
 
 

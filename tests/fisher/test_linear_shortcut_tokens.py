@@ -96,7 +96,9 @@ def test_token_wise_shortcut_on_a_transformer_equals_the_batch_1_loop(padded: bo
     lengths = torch.randint(2, t + 1, (n,), generator=g) if padded else torch.full((n,), t)
     keep = torch.arange(t) < lengths[:, None]
     target = torch.randint(0, 3, (n, t), generator=g).masked_fill(~keep, -100)
-    linears = {f"blocks.{i}.{p}.{w}" for i in range(2) for p in ("q", "k", "v", "o", "ff1", "ff2") for w in ("weight", "bias")}
+    linears = {
+        f"blocks.{i}.{p}.{w}" for i in range(2) for p in ("q", "k", "v", "o", "ff1", "ff2") for w in ("weight", "bias")
+    }
     assert _shortcut_names(model, (ids, keep), target, _token_nll) == linears | {"head.weight", "head.bias"}
     auto = _check(model, (ids, keep), target, _token_nll, chunk=4)
     assert all(auto[name].gt(0).any() for name in linears)
@@ -157,7 +159,12 @@ def test_hugging_face_classifiers_take_the_shortcut_for_every_projection(arch: s
         prefix = "model.transformer.h"
     else:
         config = transformers.BertConfig(
-            hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16, max_position_embeddings=8, pad_token_id=0,
+            hidden_size=8,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=16,
+            max_position_embeddings=8,
+            pad_token_id=0,
             **common,
         )
         model = transformers.BertForSequenceClassification(config)
