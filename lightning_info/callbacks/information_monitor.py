@@ -9,7 +9,7 @@ CMI) use the batch targets. Metrics are looked up by name, so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_info._internal.capture import ActivationCapture
+from lightning_info._internal.outputs import output_tensor
 from lightning_info._internal.validation import (
     check_bool,
     check_choice,
@@ -57,19 +58,7 @@ def hidden_states(output: Any) -> Tensor | None:
     A tensor itself; else (duck-typed, no ``transformers`` import) the ``last_hidden_state`` of a Hugging Face
     ``ModelOutput`` (or dict); else the first tensor of a mapping, tuple or list, searched depth-first.
     """
-    if isinstance(output, Tensor):
-        return output
-    last = (
-        output.get("last_hidden_state") if isinstance(output, Mapping) else getattr(output, "last_hidden_state", None)
-    )
-    if isinstance(last, Tensor):
-        return last
-    items = output.values() if isinstance(output, Mapping) else output if isinstance(output, (tuple, list)) else ()
-    for item in items:
-        found = hidden_states(item)
-        if found is not None:
-            return found
-    return None
+    return output_tensor(output, "last_hidden_state")
 
 
 def _batch_part(batch: Any, index: int, keys: tuple[str, ...], what: str) -> Tensor:

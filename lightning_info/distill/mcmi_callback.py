@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_info._internal.outputs import output_tensor
 from lightning_info.callbacks.capture import CaptureCallback
 from lightning_info.callbacks.loss_term import LossTermCallback
 from lightning_info.distill.mcmi_loss import MCMILoss
@@ -47,7 +48,8 @@ class MCMICallback(CaptureCallback, LossTermCallback):
         num_classes: number of classes :math:`C`; the captured logits must be ``(N, C)`` (short form).
         lam: :math:`\lambda \ge 0`, weight of the CMI (the paper fine-tunes with 0.1-0.25; default 0.2).
         temperature: :math:`T > 0` of the distributions in the CMI (short form; default 1).
-        layer: dotted name of the submodule whose output are the logits (``""``: the module itself).
+        layer: dotted name of the submodule whose output are the logits (``""``: the module itself); an output that
+            is a Hugging Face ``ModelOutput``, dict, tuple or list gives its ``logits`` (duck-typed) or first tensor.
         centroids: ``"batch"`` or ``"ema"`` (see :class:`~lightning_info.distill.MCMILoss`; default ``"batch"``).
         momentum: momentum of the running centroids (short form; default 0.9).
         eps: clamp inside the logarithms (short form).
@@ -190,8 +192,10 @@ class MCMICallback(CaptureCallback, LossTermCallback):
     def _keep_logits(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
         # Under DDP, Lightning routes validation_step through the module's own forward (forward redirection): that
         # outer call's hook sees the step's output (None) after the inner ``self(x)``; keep the inner call's logits.
-        if isinstance(output, Tensor) or "logits" not in self.captures:
-            return output
+        # A Hugging Face ModelOutput / dict / tuple: its ``logits`` (duck-typed) or its first tensor.
+        logits = output_tensor(output, "logits")
+        if logits is not None or "logits" not in self.captures:
+            return output if logits is None else logits
         return self.captures["logits"].captured.get(self.layer, output)
 
     def _take_logits(self) -> Tensor:

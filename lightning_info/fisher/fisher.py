@@ -12,13 +12,15 @@ factor, so the top-k masks are identical.
 
 Three implementations give the same numbers:
 
-- ``mode="auto"`` (default): the ``vmap`` path below, except that the ``weight``/``bias`` of each ``nn.Linear`` that
-  sees one row per sample (e.g. an MLP layer on ``(N, d)`` inputs, a classification head; not a layer applied to
-  ``(N, T, d)`` tokens) and whose parameters nothing else uses get their Fisher from the layer's inputs :math:`a` and
-  output gradients :math:`\delta` as :math:`(\delta^{\odot 2})^\top a^{\odot 2}` and
-  :math:`\sum_n \delta_n^{\odot 2}`, exactly, without per-sample gradients
-  (:mod:`lightning_info.fisher.linear_shortcut`; the conditions are checked on one sample at run time, and any
-  other parameter keeps the ``vmap`` path). The extra memory of those layers is their inputs and outputs.
+- ``mode="auto"`` (default): the ``vmap`` path below, except that the ``weight``/``bias`` of each ``nn.Linear`` (or
+  Hugging Face ``Conv1D``) whose parameters nothing else uses get their Fisher from the layer's inputs :math:`a` and
+  output gradients :math:`\delta`, exactly: :math:`\sum_n (\delta_n^\top a_n)^{\odot 2}` and
+  :math:`\sum_n (\sum_t \delta_{n,t})^{\odot 2}`, summed over the rows :math:`t` one sample gives the layer (one for
+  an MLP layer or a classification head, one per token for a transformer's attention projections and feed-forward
+  layers), without ``vmap``'s per-sample gradients (:mod:`lightning_info.fisher.linear_shortcut`; the conditions
+  are checked on one sample at run time, and any other parameter keeps the ``vmap`` path). The extra memory of
+  those layers is their inputs and output gradients, plus a bounded batch of per-sample weight gradients for
+  token-wise layers.
 - ``mode="vmap"``: ``torch.func.functional_call`` + ``vmap(grad(...))`` over chunks of ``chunk_size`` samples; the
   per-sample gradients of one chunk (``chunk_size x #params`` values, squared in place) and the chunk's activations
   are the peak extra memory, whatever the number of samples. By default a chunk holds at most 256 samples and at
@@ -44,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from lightning_info._internal.validation import check_choice, check_int
 from lightning_info.fisher.linear_shortcut import (
@@ -53,9 +55,11 @@ from lightning_info.fisher.linear_shortcut import (
     ShortcutMismatchError,
     accumulate_linear_fisher,
     find_exact_linears,
+    output_probes,
 )
 
 LossFn = Callable[[Any, Tensor], Tensor]
+_Shapes = tuple[tuple[int, ...], ...]  # the shapes of one sample's input tensors
 _MAX_CHUNK = 256  # default chunk: at most this many samples per vmap call ...
 _CHUNK_BYTES = 256 * 2**20  # ... and at most this many bytes of per-sample gradients
 
@@ -101,7 +105,8 @@ def _cat(held: list[tuple[Any, Tensor]]) -> tuple[Any, Tensor]:
 def _chunks(batches: Iterable[Any], num_samples: int, chunk_size: int) -> Iterator[tuple[Any, Tensor]]:
     """``(inputs, targets)`` of ``chunk_size`` rows (the last may be shorter) from the first ``num_samples`` rows.
 
-    Consecutive batches are joined, so a loader with small batches still fills each ``vmap`` call.
+    Consecutive batches are joined, so a loader with small batches still fills each ``vmap`` call; batches whose
+    samples differ in shape (sequences padded to each batch's longest) are not joined.
     """
     held: list[tuple[Any, Tensor]] = []
     held_rows = seen = 0
@@ -110,12 +115,17 @@ def _chunks(batches: Iterable[Any], num_samples: int, chunk_size: int) -> Iterat
             break
         inputs, targets = _split_batch(batch)
         rows = min(_num_rows(inputs, targets), num_samples - seen)
+        if held_rows and _sample_shapes(held[0][0]) != _sample_shapes(inputs):
+            yield _cat(held)
+            held, held_rows = [], 0
         held.append((_rows(inputs, 0, rows), targets[:rows]))
         held_rows, seen = held_rows + rows, seen + rows
         while held_rows >= chunk_size:
             x, y = _cat(held)
             yield _rows(x, 0, chunk_size), y[:chunk_size]
             held, held_rows = [(_rows(x, chunk_size, held_rows), y[chunk_size:])], held_rows - chunk_size
+        if not held_rows:
+            held = []
     if held_rows:
         yield _cat(held)
 
@@ -221,8 +231,9 @@ def empirical_fisher(
     seen = 0
     try:
         linears: dict[str, ExactLinear] = {}
+        probes: dict[_Shapes, dict[str, Tensor]] = {}  # by the shape of one sample's inputs
         if mode == "auto":
-            linears, batches = _exact_linears(model, params, loss, batches)
+            linears, probes, batches = _exact_linears(model, params, loss, batches)
         if chunk_size is None:
             covered = {name for lin in linears.values() for name in lin.names}
             sample_bytes = sum(p.numel() * p.element_size() for name, p in params.items() if name not in covered)
@@ -234,7 +245,7 @@ def empirical_fisher(
             if mode == "loop":
                 _accumulate_loop(model, params, loss, x, y, fisher)
             else:
-                _accumulate_vmap(model, params, loss, x, y, fisher, linears)
+                _accumulate_vmap(model, params, loss, x, y, fisher, linears, _chunk_probes(model, linears, x, probes))
             seen += int(y.shape[0])
     finally:
         for module, flag in training.items():
@@ -248,19 +259,39 @@ def empirical_fisher(
 
 def _exact_linears(
     model: nn.Module, params: Mapping[str, Tensor], loss_fn: LossFn, batches: Iterable[Any]
-) -> tuple[dict[str, ExactLinear], Iterable[Any]]:
-    """The shortcut layers, checked on the first sample of ``batches``, and ``batches`` with that batch put back."""
+) -> tuple[dict[str, ExactLinear], dict[_Shapes, dict[str, Tensor]], Iterable[Any]]:
+    """The shortcut layers checked on the first sample of ``batches``, their probes, and ``batches`` as given.
+
+    The probes are keyed by that sample's input shapes; the first batch is put back in front of the rest.
+    """
     iterator = iter(batches)
     first = next(iterator, None)
     if first is None:
-        return {}, ()
+        return {}, {}, ()
     inputs, targets = _split_batch(first)
-    linears = {}
-    if _num_rows(inputs, targets) > 0:
-        linears = find_exact_linears(
-            model, params, lambda: _scalar(loss_fn(_call(model, _rows(inputs, 0, 1)), targets[:1]))
-        )
-    return linears, itertools.chain([first], iterator)
+    if _num_rows(inputs, targets) == 0:
+        return {}, {}, itertools.chain([first], iterator)
+    linears = find_exact_linears(
+        model, params, lambda: _scalar(loss_fn(_call(model, _rows(inputs, 0, 1)), targets[:1]))
+    )
+    probes = {_sample_shapes(inputs): {name: lin.probe for name, lin in linears.items()}}
+    return linears, probes, itertools.chain([first], iterator)
+
+
+def _sample_shapes(inputs: Any) -> _Shapes:
+    return tuple(tuple(t.shape[1:]) for t in tree_leaves(inputs) if isinstance(t, Tensor))
+
+
+def _chunk_probes(
+    model: nn.Module, linears: Mapping[str, ExactLinear], x: Any, cache: dict[_Shapes, dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    """The shortcut layers' zero output probes for the samples of ``x`` (token counts may differ between chunks)."""
+    if not linears:
+        return {}
+    key = _sample_shapes(x)
+    if key not in cache:
+        cache[key] = output_probes(linears, lambda: _call(model, _rows(x, 0, 1)))
+    return cache[key]
 
 
 def _accumulate_vmap(
@@ -271,6 +302,7 @@ def _accumulate_vmap(
     y: Tensor,
     fisher: dict[str, Tensor],
     linears: Mapping[str, ExactLinear],
+    probes: dict[str, Tensor],
 ) -> None:
     """Per-sample gradients of the parameters outside ``linears``; output gradients and inputs of ``linears``."""
     covered = {name for lin in linears.values() for name in lin.names}
@@ -279,7 +311,6 @@ def _accumulate_vmap(
         name: p.detach() if name in covered else p for name, p in model.named_parameters() if name not in detached
     }
     rest.update(dict(model.named_buffers()))
-    probes = {name: lin.probe for name, lin in linears.items()}
 
     def sample_loss(
         diff: tuple[dict[str, Tensor], dict[str, Tensor]], xi: Any, yi: Tensor

@@ -1,26 +1,40 @@
-r"""Exact Fisher of ``nn.Linear`` parameters without per-sample parameter gradients (``empirical_fisher(mode="auto")``).
+r"""Exact Fisher of linear layers without per-sample parameter gradients (``empirical_fisher(mode="auto")``).
 
-A linear layer that sees one row per sample, :math:`z_n = W a_n + b` with :math:`a_n \in \mathbb{R}^{d_{in}}`, has
-per-sample gradients :math:`\partial_W \ell_n = \delta_n a_n^\top` and :math:`\partial_b \ell_n = \delta_n`, where
-:math:`\delta_n = \partial \ell_n / \partial z_n`. So the Fisher sums need only the layer's inputs and output gradients:
+A linear layer :math:`z_r = W a_r + b` applied to the rows :math:`a_r \in \mathbb{R}^{d_{in}}` of one sample's input
+(one row for an MLP layer or a classification head; one row per token, :math:`r = 1..T`, for the attention
+projections and feed-forward layers of a transformer) has the per-sample gradients
 
-.. math:: F_W = \sum_n (\delta_n a_n^\top)^{\odot 2} = (\delta^{\odot 2})^\top a^{\odot 2}, \qquad
-    F_b = \sum_n \delta_n^{\odot 2},
+.. math:: \partial_W \ell_n = \sum_r \delta_{n,r} a_{n,r}^\top = \delta_n^\top a_n, \qquad
+    \partial_b \ell_n = \sum_r \delta_{n,r},
 
-with :math:`\delta, a` stacked over the N samples: :math:`O(N (d_{in} + d_{out}))` values instead of the
-:math:`N d_{out} d_{in}` of per-sample gradients. :math:`\delta_n` is the gradient with respect to a zero "probe" added
-to the layer's output, taken per sample under ``vmap`` together with the per-sample gradients of the other parameters.
+where :math:`\delta_{n,r} = \partial \ell_n / \partial z_{n,r}`, so the Fisher sums need only the layer's inputs and
+output gradients:
 
-It is exact only when the parameter's per-sample gradient **is** that outer product, which
+.. math:: F_W = \sum_n (\delta_n^\top a_n)^{\odot 2}, \qquad F_b = \sum_n \Big(\sum_r \delta_{n,r}\Big)^{\odot 2}.
+
+With one row per sample :math:`F_W = (\delta^{\odot 2})^\top a^{\odot 2}` (:math:`\delta, a` stacked over the
+samples): :math:`O(N (d_{in} + d_{out}))` values instead of the :math:`N d_{out} d_{in}` of per-sample gradients.
+With several rows (tokens) the square of the sum over rows is not the sum of the squares, so each sample's
+:math:`\delta_n^\top a_n` is formed by a batched matrix product, squared and summed, a few samples at a time (at most
+:data:`GRAD_BYTES` of them at once, at least one sample), never for the whole chunk. Rows a loss ignores (padding
+tokens whose outputs do not reach it) have :math:`\delta_{n,r} = 0` and add nothing, as in the exact gradient.
+:math:`\delta_n` is the gradient with respect to a zero "probe" added to the layer's output, taken per sample under
+``vmap`` together with the per-sample gradients of the other parameters.
+
+Layers: ``nn.Linear`` (or a subclass that keeps ``nn.Linear.forward``), and, duck-typed, Hugging Face's ``Conv1D``
+(GPT-2's projections; a linear layer that stores its weight transposed, ``(d_in, nf)``, and computes
+``x @ weight + bias``): a module with an ``int`` attribute ``nf``, a 2-D ``weight`` of shape ``(d_in, nf)`` and a
+``bias`` of shape ``(nf,)`` or ``None``, whose output on the checked sample equals ``input @ weight + bias``.
+
+It is exact only when the parameter's per-sample gradient **is** that sum of outer products, which
 :func:`find_exact_linears` checks on one sample, run as a batch of one as ``vmap`` runs every sample:
 
-- the module is an ``nn.Linear`` (or a subclass that keeps ``nn.Linear.forward``) owning the parameter directly
-  (not through a parametrization), and its forward runs exactly once;
-- its input holds one row, ``in_features`` values (a ``(1, T, d)`` token sequence does not: its gradient is a sum
-  over tokens, and squaring the sum is not the sum of squares);
+- the module is one of the layers above, owning the parameter directly (not through a parametrization), and its
+  forward runs exactly once;
+- its input ends in ``d_in`` values and its output in ``d_out``, with as many rows as the input;
 - the parameter tensor is used by exactly one torch operation in the forward and the loss (the layer's own
-  ``F.linear``): not shared with another module that runs, not read elsewhere (``x @ layer.weight``, a fused kernel
-  reading it directly, as ``nn.MultiheadAttention`` does with ``out_proj``). Uses are counted with a
+  ``F.linear``/``addmm``): not shared with another module that runs, not read elsewhere (``x @ layer.weight``, a fused
+  kernel reading it directly, as ``nn.MultiheadAttention`` does with ``out_proj``). Uses are counted with a
   ``TorchFunctionMode``, which sees every torch function, method and tensor attribute that touches it.
 
 Every other trainable parameter keeps its per-sample gradient from ``vmap``. Because each sample runs on its own,
@@ -29,7 +43,6 @@ as a batch of one, the shortcut inherits the ``vmap`` path's independence of the
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -40,6 +53,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.hooks import RemovableHandle
 
+GRAD_BYTES = 64 * 2**20
+"""At most this many bytes of per-sample weight gradients of one token-wise layer are formed at once."""
+
 
 class ShortcutMismatchError(RuntimeError):
     """A shortcut layer did not run exactly once in a forward, although it did in the check."""
@@ -49,12 +65,16 @@ class ExactLinear(NamedTuple):
     """A linear layer whose trainable ``weight``/``bias`` take the shortcut.
 
     ``weight``/``bias`` are parameter names, ``None`` if frozen or not the layer's own (a parametrized weight).
+    ``transposed``: the weight is stored ``(in_features, out_features)`` (Hugging Face ``Conv1D``).
     """
 
-    module: nn.Linear
+    module: nn.Module
     weight: str | None
     bias: str | None
-    probe: Tensor  # zeros of the shape of one sample's output, added to it to read its gradient
+    in_features: int
+    out_features: int
+    transposed: bool
+    probe: Tensor  # zeros of the shape of the checked sample's output, added to it to read its gradient
 
     @property
     def names(self) -> list[str]:
@@ -62,12 +82,23 @@ class ExactLinear(NamedTuple):
 
     @property
     def sample_bytes(self) -> int:
-        """Bytes per sample of what the shortcut keeps: the layer's input and output gradient."""
-        return (self.module.in_features + self.probe.numel()) * self.probe.element_size()
+        """Bytes per sample of what the shortcut keeps: the layer's input and output gradient (all rows)."""
+        rows = self.probe.numel() // self.out_features
+        return rows * (self.in_features + self.out_features) * self.probe.element_size()
 
 
 def _layer_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
     return args[0] if args else kwargs["input"]
+
+
+def _conv1d_features(module: nn.Module) -> tuple[int, int] | None:
+    """``(in_features, out_features)`` of a module shaped like Hugging Face's ``Conv1D``, else ``None``."""
+    nf, weight, bias = getattr(module, "nf", None), module._parameters.get("weight"), module._parameters.get("bias")
+    if not isinstance(nf, int) or isinstance(nf, bool) or weight is None or weight.dim() != 2:
+        return None
+    if weight.shape[1] != nf or (bias is not None and tuple(bias.shape) != (nf,)):
+        return None
+    return int(weight.shape[0]), nf
 
 
 class _CountUses(TorchFunctionMode):
@@ -88,6 +119,53 @@ class _CountUses(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _Candidate(NamedTuple):
+    module: nn.Module
+    weight: str | None
+    bias: str | None
+    in_features: int
+    out_features: int
+    transposed: bool
+
+
+def _candidates(model: nn.Module, name_of: Mapping[int, str]) -> dict[str, _Candidate]:
+    found: dict[str, _Candidate] = {}
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
+            features, transposed = (module.in_features, module.out_features), False
+        else:
+            conv1d = _conv1d_features(module)
+            if conv1d is None:
+                continue
+            features, transposed = conv1d, True
+        # own parameters only: a parametrized weight lives in module.parametrizations, not module._parameters
+        own = [module._parameters.get(key) for key in ("weight", "bias")]
+        weight, bias = (None if p is None else name_of.get(id(p)) for p in own)
+        if weight is not None or bias is not None:
+            found[module_name] = _Candidate(module, weight, bias, *features, transposed)
+    return found
+
+
+def _is_linear_call(candidate: _Candidate, inputs: Tensor, output: Tensor) -> bool:
+    """The layer's input and output have matching rows; a ``Conv1D``'s output is ``input @ weight + bias``."""
+    if not isinstance(inputs, Tensor) or not isinstance(output, Tensor) or inputs.dim() == 0 or output.dim() == 0:
+        return False
+    if inputs.shape[-1] != candidate.in_features or output.shape[-1] != candidate.out_features:
+        return False
+    if inputs.numel() // candidate.in_features != output.numel() // candidate.out_features:
+        return False
+    if not candidate.transposed:
+        return True
+    weight, bias = (candidate.module._parameters.get(key) for key in ("weight", "bias"))
+    if weight is None:
+        return False
+    with torch.no_grad():
+        expected = inputs.reshape(-1, candidate.in_features) @ weight
+        if bias is not None:
+            expected = expected + bias
+        return bool(torch.allclose(output.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5))
+
+
 def find_exact_linears(
     model: nn.Module, params: Mapping[str, Tensor], run_one_sample: Callable[[], object]
 ) -> dict[str, ExactLinear]:
@@ -98,15 +176,7 @@ def find_exact_linears(
         params: the trainable parameters, ``{name: tensor}`` as in ``model.named_parameters()``.
         run_one_sample: runs the forward and the loss of one sample as a batch of one.
     """
-    name_of = {id(p): name for name, p in params.items()}
-    candidates: dict[str, tuple[nn.Linear, str | None, str | None]] = {}
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
-            # own parameters only: a parametrized weight lives in module.parametrizations, not module._parameters
-            own = [module._parameters.get(key) for key in ("weight", "bias")]
-            weight, bias = (None if p is None else name_of.get(id(p)) for p in own)
-            if weight is not None or bias is not None:
-                candidates[module_name] = (module, weight, bias)
+    candidates = _candidates(model, {id(p): name for name, p in params.items()})
     if not candidates:
         return {}
     seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in candidates}
@@ -117,10 +187,9 @@ def find_exact_linears(
 
         return hook
 
-    watched = {id(params[p]): p for _, *names in candidates.values() for p in names if p is not None}
+    watched = {id(params[p]): p for c in candidates.values() for p in (c.weight, c.bias) if p is not None}
     handles = [
-        module.register_forward_hook(record(name), prepend=True, with_kwargs=True)
-        for name, (module, _, _) in candidates.items()
+        c.module.register_forward_hook(record(name), prepend=True, with_kwargs=True) for name, c in candidates.items()
     ]
     counter = _CountUses(watched)
     try:
@@ -130,13 +199,38 @@ def find_exact_linears(
         for handle in handles:
             handle.remove()
     exact: dict[str, ExactLinear] = {}
-    for name, (module, weight, bias) in candidates.items():
+    for name, c in candidates.items():
         calls = seen[name]
-        if len(calls) != 1 or math.prod(calls[0][0].shape) != module.in_features:
+        if len(calls) != 1 or not _is_linear_call(c, *calls[0]):
             continue
-        if all(counter.uses[p] == 1 for p in (weight, bias) if p is not None):  # its own F.linear only
-            exact[name] = ExactLinear(module, weight, bias, torch.zeros_like(calls[0][1]))
+        if all(counter.uses[p] == 1 for p in (c.weight, c.bias) if p is not None):  # its own F.linear/addmm only
+            exact[name] = ExactLinear(*c, probe=torch.zeros_like(calls[0][1]))
     return exact
+
+
+def output_probes(linears: Mapping[str, ExactLinear], run_forward: Callable[[], object]) -> dict[str, Tensor]:
+    """Zero probes of the shape of each layer's output in ``run_forward`` (one sample of a new shape).
+
+    Raises:
+        ShortcutMismatchError: if a layer does not run exactly once.
+    """
+    outputs: dict[str, list[Tensor]] = {name: [] for name in linears}
+    handles = [
+        lin.module.register_forward_hook(lambda module, args, output, name=name: outputs[name].append(output))
+        for name, lin in linears.items()
+    ]
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    wrong = [name for name, seen in outputs.items() if len(seen) != 1]
+    if wrong:
+        raise ShortcutMismatchError(
+            f"the linear layers {wrong} did not run exactly once on an input of a new shape; use mode='vmap'"
+        )
+    return {name: torch.zeros_like(seen[0]) for name, seen in outputs.items()}
 
 
 class LinearTaps:
@@ -185,26 +279,40 @@ class LinearTaps:
         return self._inputs
 
 
+def _weight_fisher(delta: Tensor, a: Tensor) -> Tensor:
+    r""":math:`\sum_n (\delta_n^\top a_n)^{\odot 2}` for ``delta`` ``(N, R, d_out)`` and ``a`` ``(N, R, d_in)``."""
+    if delta.shape[1] == 1:  # one row per sample: the square of an outer product is the outer product of squares
+        return delta[:, 0].square().T @ a[:, 0].square()
+    per_sample = delta.shape[2] * a.shape[2] * delta.element_size()
+    step = max(1, GRAD_BYTES // per_sample)
+    total = delta.new_zeros(delta.shape[2], a.shape[2])
+    for start in range(0, delta.shape[0], step):
+        grads = torch.bmm(delta[start : start + step].transpose(1, 2), a[start : start + step])
+        total += grads.square_().sum(0)
+    return total
+
+
 def accumulate_linear_fisher(
     linears: Mapping[str, ExactLinear],
     output_grads: Mapping[str, Tensor],
     inputs: Mapping[str, Tensor],
     fisher: dict[str, Tensor],
 ) -> None:
-    r"""Add a chunk's :math:`(\delta^{\odot 2})^\top a^{\odot 2}` and :math:`\sum_n \delta_n^{\odot 2}` to ``fisher``.
+    r"""Add a chunk's :math:`\sum_n (\delta_n^\top a_n)^{\odot 2}` and :math:`\sum_n (\sum_r \delta_{n,r})^{\odot 2}`.
 
     Args:
         linears: the shortcut layers, by module name.
-        output_grads: per-sample gradients with respect to each layer's probe, ``(N, *probe shape)``.
+        output_grads: per-sample gradients with respect to each layer's probe, ``(N, *one sample's output shape)``.
         inputs: each layer's per-sample inputs, ``(N, *one sample's input shape)``.
         fisher: ``{parameter name: running sum}``, updated in place.
     """
     for name, lin in linears.items():
         dtype = fisher[lin.names[0]].dtype
-        rows = output_grads[name].shape[0]
-        delta2 = output_grads[name].reshape(rows, lin.module.out_features).to(dtype).square()
+        samples = output_grads[name].shape[0]
+        delta = output_grads[name].reshape(samples, -1, lin.out_features).to(dtype)
         if lin.weight is not None:
-            a2 = inputs[name].reshape(rows, lin.module.in_features).to(dtype).square()
-            fisher[lin.weight] += delta2.T @ a2
+            a = inputs[name].reshape(samples, -1, lin.in_features).to(dtype)
+            weight = _weight_fisher(delta, a)
+            fisher[lin.weight] += weight.T if lin.transposed else weight
         if lin.bias is not None:
-            fisher[lin.bias] += delta2.sum(0)
+            fisher[lin.bias] += delta.sum(1).square().sum(0)

@@ -6,9 +6,14 @@ scores among the candidates (``include`` minus ``exclude``), with **one global t
 tensors (not a per-layer quota). Ties at the threshold are broken by position: earlier parameters (in the order of
 the ``fisher`` mapping), then lower flat index, win. Exactly :math:`k` entries are kept.
 
-Name patterns are matched with ``fnmatch`` against a parameter's full name *and* the name of every module that
-contains it: ``"head"`` selects ``head.weight`` and ``head.bias``, ``"encoder.layers.*.self_attn"`` the attention
-parameters of every layer, ``"*.bias"`` all biases.
+Name patterns are matched against a parameter's full name *and* the name of every module that contains it:
+
+- a pattern with glob characters (``*``, ``?``, ``[``) is matched with ``fnmatch`` against the whole name:
+  ``"encoder.layers.*.self_attn"`` selects the attention parameters of every layer, ``"*.bias"`` all biases;
+- a plain pattern matches a name equal to it or **ending with** ``"." + pattern`` (a suffix of whole dotted
+  components), so it reads as the user wrote the module: ``"classifier"`` selects ``classifier.weight``, and also
+  ``net.classifier.weight`` when the model is wrapped as ``self.net`` in a LightningModule; ``"head"`` selects
+  ``head.weight`` and ``head.bias`` but not ``lm_head.weight`` (``"*head"`` does).
 """
 
 from __future__ import annotations
@@ -29,8 +34,17 @@ def _prefixes(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def _matches(name: str, pattern: str) -> bool:
+    if any(char in pattern for char in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern or name.endswith("." + pattern)
+
+
 def match_parameter_names(names: Sequence[str], patterns: Iterable[str] | None, argument: str) -> set[str]:
-    """Names selected by ``patterns`` (fnmatch on the parameter name or any containing module's name).
+    """Names selected by ``patterns`` (globs on whole names, plain names also as dotted suffixes).
+
+    A name is selected when the pattern matches the parameter's name or the name of a module containing it: a glob
+    with ``fnmatch``, a plain pattern when equal to it or to a suffix of whole dotted components.
 
     Raises:
         TypeError: if ``patterns`` is a plain string or holds a non-string.
@@ -44,7 +58,7 @@ def match_parameter_names(names: Sequence[str], patterns: Iterable[str] | None, 
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise TypeError(f"{argument} must hold str patterns, got {type(pattern).__name__} ({pattern!r})")
-        hits = {n for n in names if any(fnmatch.fnmatchcase(p, pattern) for p in _prefixes(n))}
+        hits = {n for n in names if any(_matches(p, pattern) for p in _prefixes(n))}
         if not hits:
             close = difflib.get_close_matches(pattern, list(names), n=5, cutoff=0.4)
             hint = f"; closest parameter names: {close}" if close else ""

@@ -62,7 +62,7 @@ class _Mixed(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tokens = nn.Linear(4, 6)  # applied to (N, 3, 4) tokens: a sum over tokens per sample
+        self.tokens = nn.Linear(4, 6)  # applied to (N, 3, 4) tokens: a sum over tokens per sample (token-wise shortcut)
         self.norm = nn.LayerNorm(6)
         self.conv = nn.Conv1d(6, 6, 2)
         self.shared = nn.Linear(6, 6)  # called twice
@@ -108,7 +108,8 @@ def test_auto_takes_the_shortcut_only_where_exact_and_equals_vmap_on_a_mixed_mod
     model = _Mixed()
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(30, 3, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
-    exact = {"side.weight", "side.bias", "mid.weight", "mid.bias", "head.weight", "parametrized.bias"}
+    exact = {"tokens.weight", "tokens.bias", "side.weight", "side.bias", "mid.weight", "mid.bias", "head.weight"}
+    exact.add("parametrized.bias")
     assert _shortcut_params(model, x, y) == exact
     batches = [(x[:13], y[:13]), (x[13:], y[13:])]
     auto = empirical_fisher(model, batches, num_samples=30, chunk_size=7)
@@ -122,14 +123,14 @@ def test_auto_takes_the_shortcut_only_where_exact_and_equals_vmap_on_a_mixed_mod
     assert auto["mid.weight"].gt(0).all() and auto["head.weight"].gt(0).all() and auto["scale"].gt(0).all()
 
 
-def test_shortcut_is_not_applied_to_token_sequences() -> None:
+def test_token_wise_shortcut_squares_the_sum_over_tokens() -> None:
     """A Linear on (N, T, d) tokens has per-sample gradient sum_t delta_t a_t^T, whose square is not the sum over
-    tokens of (delta_t a_t^T)^2, the value the shortcut formula would give for it (computed here independently)."""
+    tokens of (delta_t a_t^T)^2 (computed here independently): the token-wise shortcut must give the former."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3))
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(12, 3, 4, generator=g), torch.randint(0, 3, (12,), generator=g)
-    assert _shortcut_params(model, x, y) == {"3.weight", "3.bias"}  # the flattened head sees one row per sample
+    assert _shortcut_params(model, x, y) == {"0.weight", "0.bias", "3.weight", "3.bias"}
     auto = empirical_fisher(model, [(x, y)], num_samples=12, chunk_size=5)
     fast = empirical_fisher(model, [(x, y)], num_samples=12, chunk_size=5, mode="vmap")
     for name in auto:
