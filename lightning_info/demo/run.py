@@ -160,7 +160,26 @@ class _StageLoggers:
 
 
 def run_demo(config: DemoConfig) -> dict[str, float]:
-    """Train the digits transformer with the chosen parts; print and return the summary (metric -> value)."""
+    """Train the digits transformer with the chosen parts; print and return the summary (metric -> value).
+
+    The process is left as it was found: environment variables the run sets (``PL_GLOBAL_SEED`` from
+    ``seed_everything``, ``WANDB_MODE`` from the offline W&B logger, ...), torch's thread count and the level of
+    Lightning's info logger are restored when the demo returns or raises.
+    """
+    environ = dict(os.environ)
+    threads = torch.get_num_threads()
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = rank_zero_logger.level
+    try:
+        return _run_demo(config)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        rank_zero_logger.setLevel(level)
+
+
+def _run_demo(config: DemoConfig) -> dict[str, float]:
     started = time.perf_counter()
     torch.set_num_threads(config.threads)
     run_dir = new_run_dir(config.out)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightning_info.cli import main
 from lightning_info.demo import PARTS, DemoConfig, DemoContext
@@ -40,8 +42,11 @@ def test_fast_demo_logs_to_wandb_offline(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_fast_demo_csv_fallback_and_reruns_keep_their_folders(tmp_path: Path) -> None:
+    environ, threads = dict(os.environ), torch.get_num_threads()
     for _ in range(2):
         assert main(["demo", "--fast", "--parts", "", "--no-wandb", "--out", str(tmp_path)]) == 0
+    # the process is left as it was (issue 14 item 12: PL_GLOBAL_SEED and WANDB_MODE stayed set)
+    assert dict(os.environ) == environ and torch.get_num_threads() == threads
     folders = sorted(p for p in tmp_path.iterdir() if not p.is_symlink())
     assert len(folders) == 2 and all((f / "summary.md").exists() for f in folders)
     assert (tmp_path / "latest").resolve() == folders[-1].resolve()  # names sort by time (-2 within one second)

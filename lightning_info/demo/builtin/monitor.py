@@ -33,7 +33,7 @@ def configure(ctx: DemoContext) -> None:
             num_classes=10,
             mi_steps=5,  # the critics carry over between logging steps; 5 updates each keep the demo fast
         ),
-        InformationMonitor(["head"], _HEAD_METRICS, every_n_steps=every),
+        InformationMonitor(["head"], _HEAD_METRICS, every_n_steps=every, num_classes=10),
     ]
     ctx.callbacks.extend(monitors)
     ctx.summary_keys.extend(SUMMARY_KEYS)
