@@ -178,7 +178,8 @@ class InformationMonitor(CaptureCallback):
             ``"y"``, ...), a callable ``batch -> Tensor`` extracts them, ``False`` disables class-conditional metrics.
         info_plane: log :math:`I(X;T)` and :math:`I(T;Y)` of each layer (see above).
         num_classes: number of classes for :math:`I(T;Y)` (required with ``info_plane``); with ``"cmi"`` it is
-            checked against the layer's width (without it, ``"cmi"`` takes the layer's width as the class count).
+            checked against the layer's width, with a warning when they differ (``"cmi"`` takes the layer's width as
+            the class count).
         mi_estimator: ``"matrix"`` (deterministic, default) or a neural bound (``"smile"``, ``"infonce"``,
             ``"nwj"``, ``"mine"``).
         mi_alpha: Rényi order :math:`\alpha` of the ``"matrix"`` estimator (Yu et al.: 1.01).
@@ -483,9 +484,11 @@ class InformationMonitor(CaptureCallback):
                     f"{targets.shape[0]} targets; the layer's output must have the batch as dim 0 (batch_first)"
                 )
             if "cmi" in self.metrics and self.num_classes is not None and z.shape[1] != self.num_classes:
-                raise ValueError(
+                self._warn_once(
+                    f"{layer}/cmi-width",
                     f"InformationMonitor: 'cmi' reads layer {layer!r} as (N, num_classes) logits, but it gives "
-                    f"{z.shape[1]} features and num_classes={self.num_classes}; monitor the classifier's output layer"
+                    f"{z.shape[1]} features and num_classes={self.num_classes}: its info/{layer}/cmi treats the "
+                    f"{z.shape[1]} features as classes; monitor 'cmi' on the classifier's output layer",
                 )
             with torch.no_grad():
                 for name in self.metrics:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -290,11 +291,13 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
         assert [int(r["step"]) for r in csv.DictReader(f) if r.get("info/net.2/dsmi")] == [0, 2, 4]
 
 
-def test_cmi_on_a_layer_that_is_not_the_logits_is_refused(tmp_path: Path) -> None:
-    """Regression (issue 14 item 12): "cmi" on a 16-wide hidden layer took 16 as the number of classes."""
+def test_cmi_on_a_layer_that_is_not_the_logits_is_named(tmp_path: Path) -> None:
+    """Regression (issue 14 item 12): "cmi" on a 16-wide hidden layer silently took 16 as the number of classes."""
     monitor = InformationMonitor(["net.2"], ["cmi"], every_n_steps=1, num_classes=3)
-    with pytest.raises(ValueError, match=r"'cmi' reads layer 'net.2' as \(N, num_classes\) logits, but it gives 16"):
+    with pytest.warns(UserWarning, match=r"'cmi' reads layer 'net.2' as \(N, num_classes\) logits, but it gives 16"):
         _fit(MLPClassifier(), [monitor], tmp_path, max_steps=1, limit_val_batches=0)
     right = InformationMonitor(["net.4"], ["cmi"], every_n_steps=1, num_classes=3)
-    _fit(MLPClassifier(), [right], tmp_path, max_steps=1, limit_val_batches=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*'cmi' reads layer")
+        _fit(MLPClassifier(), [right], tmp_path, max_steps=1, limit_val_batches=0)
     assert 0.0 <= right.latest["info/net.4/cmi"] <= math.log(3)

@@ -123,6 +123,6 @@ def run_ddp(tmp_path: Path, code: str, timeout: float = 300) -> subprocess.Compl
             f"DDP script timed out after {timeout} s:\nSTDOUT:\n{stdout[-4000:]}\nSTDERR:\n{stderr[-4000:]}"
         ) from error
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    output = f"STDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
+    output = f"STDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-20000:]}"
     assert result.returncode == 0, f"DDP script failed:\n{output}"
     return result
