@@ -107,3 +107,22 @@ def test_monitor_figures_reach_tensorboard_and_csv_in_a_real_fit(tmp_path: Path)
     assert [e.step for e in events.Scalars("info/encoder.layers.1/vendi")] == [2, 4]
     figures = sorted(p.name for p in (Path(csv.log_dir) / "figures").iterdir())
     assert figures == [f"{key}_step{step}.png" for key in ("attn_entropy_heatmap", "info_heatmap") for step in (2, 4)]
+
+
+def test_scalars_and_figures_reach_a_real_mlflow_file_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real ``MLFlowLogger`` on a file store in a temporary folder: the metrics and the figure artifact are read
+    back with mlflow's own client."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x keeps the file store behind this switch
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    logger = MLFlowLogger(experiment_name="lightning-info", tracking_uri=uri)
+    trainer = Trainer(logger=[logger], default_root_dir=tmp_path)
+    log_scalars(trainer, {"part/a": 1.5}, step=3)
+    log_figure(trainer, "info/heatmap", _figure(), step=4)
+    client = MlflowClient(tracking_uri=uri)
+    [metric] = client.get_metric_history(logger.run_id, "part/a")
+    assert (metric.value, metric.step) == (1.5, 3)
+    artifacts = [a.path for a in client.list_artifacts(logger.run_id, "info")]
+    assert artifacts == ["info/heatmap_step4.png"]
