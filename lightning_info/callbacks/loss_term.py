@@ -26,6 +26,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_info._internal.sharding import is_dtensor
 from lightning_info._internal.validation import check_number
 
 _DISPATCH_ATTR = "_lightning_info_loss_terms"
@@ -97,6 +98,8 @@ class _LossTermDispatcher:
             term = callback.compute_loss_term(self.trainer, self.module, self.batch, self.batch_idx)
             if term is None:
                 continue
+            if is_dtensor(term):  # a term of FSDP2's sharded weights (e.g. a penalty): its global value, differentiable
+                term = term.full_tensor()
             callback._check_term(term, self.trainer)
             if callback.log_key is not None:
                 self.module.log(callback.log_key, term.detach().float(), on_step=True, on_epoch=False)
