@@ -152,8 +152,10 @@ def attention_entropy_of_call(
             mask = additive_mask(mask, torch.float32)
         mask = padding[:keep] if mask is None else mask + padding[:keep]
     weights = inputs.get("projection") or _projection(module, n_q)
-    q = F.linear(query[:keep], weights["w_q"], weights["b_q"]).view(keep, n_q, heads, head_dim).transpose(1, 2)
-    k = F.linear(key[:keep], weights["w_k"], weights["b_k"]).view(keep, n_k, heads, head_dim).transpose(1, 2)
+    w_q, w_k = weights["w_q"], weights["w_k"]
+    assert w_q is not None and w_k is not None  # (narrowing)
+    q = F.linear(query[:keep], w_q, weights["b_q"]).view(keep, n_q, heads, head_dim).transpose(1, 2)
+    k = F.linear(key[:keep], w_k, weights["b_k"]).view(keep, n_k, heads, head_dim).transpose(1, 2)
     if weights["temperature"] is not None:
         q = q / weights["temperature"].to(q.dtype)[..., None]
     entropy, counts = attention_entropy_from_qk(

@@ -99,7 +99,7 @@ class _LossTermDispatcher:
             if term is None:
                 continue
             if is_dtensor(term):  # a term of FSDP2's sharded weights (e.g. a penalty): its global value, differentiable
-                term = term.full_tensor()
+                term = term.full_tensor()  # type: ignore[attr-defined]
             callback._check_term(term, self.trainer)
             if callback.log_key is not None:
                 self.module.log(callback.log_key, term.detach().float(), on_step=True, on_epoch=False)

@@ -140,7 +140,7 @@ class ShardedTransformer(TinyTransformer):
         if self.engine == "fsdp2":
             from torch.distributed.fsdp import fully_shard
 
-            mesh = self.device_mesh["data_parallel"]
+            mesh = self.device_mesh["data_parallel"]  # type: ignore[index]
             for module in (self.embed, *self.encoder.layers, self.head):
                 fully_shard(module, mesh=mesh)
             fully_shard(self.encoder, mesh=mesh)  # a root above the layers: they reshard after their forward

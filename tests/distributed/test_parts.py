@@ -74,7 +74,7 @@ def load(runs: Path, engine: str, part: str) -> list[dict]:
 def assert_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     assert set(got) == set(expected)
     for key, value in expected.items():
-        torch.testing.assert_close(got[key], value, atol=1e-5, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(got[key], value, atol=1e-5, rtol=0, msg=f"{key}: weights differ")
 
 
 def assert_series(got: dict[int, float], expected: dict[int, float], what: str) -> None:
