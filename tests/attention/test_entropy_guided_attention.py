@@ -201,7 +201,7 @@ def test_the_regularizer_uses_the_thresholds_of_the_forward() -> None:
     from lightning_info.losses import EntropyRegularizer
 
     torch.manual_seed(0)
-    attention = EntropyGuidedAttention(8, 2, batch_first=True, threshold_init=0.3).double()
+    attention = EntropyGuidedAttention(8, 2, batch_first=True, threshold_init=0.3, learnable_threshold=True).double()
     x = torch.randn(3, 5, 8, dtype=torch.double)
     attention(x, x, x)
     regularizer = EntropyRegularizer(tolerance=0.0)
