@@ -250,6 +250,9 @@ class AttentionEntropyMonitor(CaptureCallback):
     theoretical maximum :math:`\log(\#\text{valid keys})` rather than to the largest entropy observed in the run
     (which always puts at least one head in the top bin). Nested-tensor inputs are skipped.
 
+    The query/key projections (and temperatures) are copied in the forward hook, so the values are right for sharded
+    models too (FSDP2, FSDP1: outside the forward they hold shards); each rank measures its own batch.
+
     Args:
         modules: dotted names or globs of the attention modules; ``None`` takes every ``nn.MultiheadAttention``.
         every_n_steps: log every this many optimizer steps.

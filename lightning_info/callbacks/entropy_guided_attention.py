@@ -72,8 +72,12 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         collapse_threshold: normalised entropy below which a head counts as collapsed, in [0, 1).
         log_every_n_steps: per-head logging period in optimizer steps (``None``: the trainer's setting).
 
+    Sharded models: the swap runs in ``setup``, before Lightning's ``configure_model``, so FSDP2's ``fully_shard``
+    shards the swapped modules; training equals the one-process global batch (``docs/sam.md``, "Scaling out").
+
     Raises:
         ValueError: a bad argument; at ``setup``, a module without any (swappable) attention.
+        RuntimeError: at fit start, a model wrapped in FSDP1 (``FullyShardedDataParallel``; use FSDP2).
 
     Example:
         >>> callback = EntropyGuidedAttentionCallback(weight=0.1, target_fraction=0.5, tolerance=0.2)

@@ -14,6 +14,8 @@ wrapper (a dispatcher stored on the module), so they can be added and removed in
 - Manual optimization: the terms are added to the loss passed to ``self.manual_backward(loss)`` (each call, with
   the batch of the current ``training_step``).
 - Each raw term is logged with ``pl_module.log(log_key, ...)`` on every step.
+- Under FSDP2 a term computed from the sharded parameters (after the forward they are DTensors) is made global
+  with ``full_tensor()`` (differentiable) before it is added; under FSDP1 such a term sees this rank's flat shard.
 """
 
 from __future__ import annotations
