@@ -51,7 +51,9 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
     - ``last_max_entropy``: :math:`\log(\#\text{valid keys})` of every row, shape ``(batch, 1, N_q)`` (or
       ``(batch, heads, N_q)`` with a per-head ``attn_mask``);
     - ``last_row_mask``: rows that count (a valid key exists and, for self-attention with ``key_padding_mask``,
-      the query is not padding), same shape as ``last_max_entropy``.
+      the query is not padding), same shape as ``last_max_entropy``;
+    - ``last_threshold``: the thresholds :math:`\theta_h` this forward used, for the regularizer (read in the
+      forward, where FSDP2/FSDP1 hold the full parameter: after it they hold shards).
 
     Args:
         embed_dim: total model dimension.
@@ -92,6 +94,7 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
     last_entropy: Tensor | None
     last_max_entropy: Tensor | None
     last_row_mask: Tensor | None
+    last_threshold: Tensor | None
 
     def __init__(
         self,
@@ -136,7 +139,7 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
             torch.full((num_heads,), float(threshold_init), **factory), requires_grad=learnable_threshold
         )
         self.record_entropy = record_entropy
-        self.last_entropy = self.last_max_entropy = self.last_row_mask = None
+        self.last_entropy = self.last_max_entropy = self.last_row_mask = self.last_threshold = None
         self.register_forward_pre_hook(_keep_module_call)
 
     @property
@@ -157,7 +160,7 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
 
     def clear_entropy(self) -> None:
         """Drop the stored entropies (and the graph they hold)."""
-        self.last_entropy = self.last_max_entropy = self.last_row_mask = None
+        self.last_entropy = self.last_max_entropy = self.last_row_mask = self.last_threshold = None
 
     def _load_from_state_dict(
         self,
@@ -266,6 +269,8 @@ class EntropyGuidedAttention(nn.MultiheadAttention):
             # the graph is kept for the regularizer in training only: outside it, a stored graph would keep every
             # activation of the last forward alive until the next one
             self.last_row_mask, self.last_entropy = row_mask, entropy if self.training else entropy.detach()
+            # a copy (with its graph): FSDP2 frees the full parameter's storage after the forward
+            self.last_threshold = self.entropy_threshold.clone() if self.training else self.entropy_threshold.detach()
         if self.training and self.dropout > 0.0:
             weights = F.dropout(weights, p=self.dropout)
         out = torch.bmm(weights.view(bsz * heads, n_q, n_k), v)

@@ -54,6 +54,7 @@ class EntropyRecorder(Protocol):
     last_entropy: Tensor | None
     last_max_entropy: Tensor | None
     last_row_mask: Tensor | None
+    last_threshold: Tensor | None  # the thresholds of the recorded forward (read while sharded engines unshard)
 
     @property
     def num_heads(self) -> int: ...
@@ -248,6 +249,7 @@ class AttentionProbe:
         self.last_entropy: Tensor | None = None
         self.last_max_entropy: Tensor | None = None
         self.last_row_mask: Tensor | None = None
+        self.last_threshold: Tensor | None = None
         self.forwards = 0  # forwards and SDPA calls seen while recording: a forward without SDPA is an error
         self.calls = 0
         self._stack: list[_Interceptor | None] = []
@@ -286,7 +288,7 @@ class AttentionProbe:
 
     def clear_entropy(self) -> None:
         """Drop the recorded entropies (and the graph they hold)."""
-        self.last_entropy = self.last_max_entropy = self.last_row_mask = None
+        self.last_entropy = self.last_max_entropy = self.last_row_mask = self.last_threshold = None
 
     # --- temperature and recording ------------------------------------------------------------------------------
     def add_temperature(
@@ -379,6 +381,8 @@ class AttentionProbe:
         max_entropy = max_attention_entropy(counts.to(entropy.dtype))
         if regularize:
             self.last_entropy, self.last_max_entropy, self.last_row_mask = entropy, max_entropy, row_mask
+            threshold = getattr(self.module, "entropy_threshold", None)  # a copy: FSDP2 frees it after the forward
+            self.last_threshold = threshold.clone() if isinstance(threshold, Tensor) else None
         if "monitor" in self.modes:
             self.summary = head_entropy_summary(entropy, max_entropy, row_mask)
 

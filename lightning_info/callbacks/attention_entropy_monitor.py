@@ -88,6 +88,7 @@ def _extract_attention_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: 
     query, key = bound["query"], bound["key"]
     if query.is_nested or key.is_nested:
         return None
+    n_q = query.shape[1] if query.dim() == 3 and getattr(module, "batch_first", False) else query.shape[0]
     return {
         "query": query.detach(),
         "key": key.detach(),
@@ -95,6 +96,26 @@ def _extract_attention_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: 
         "key_padding_mask": bound.get("key_padding_mask"),
         "attn_mask": bound.get("attn_mask"),
         "is_causal": bool(bound.get("is_causal", False)),
+        "projection": _projection(module, n_q),  # type: ignore[arg-type]
+    }
+
+
+@torch.no_grad()
+def _projection(module: nn.MultiheadAttention, n_q: int) -> dict[str, Tensor | None]:
+    """Copies of the query/key projection (and temperature) that ``module`` uses in this call.
+
+    Taken in the forward hook, where sharded engines hold the full weights: after the forward FSDP2's parameters
+    are shards (DTensors) and FSDP1's are views of freed storage.
+    """
+    if module._qkv_same_embed_dim:
+        w_q, w_k, _ = module.in_proj_weight.chunk(3)
+    else:
+        w_q, w_k = module.q_proj_weight, module.k_proj_weight
+    b_q, b_k = (None, None) if module.in_proj_bias is None else module.in_proj_bias.chunk(3)[:2]
+    temperature = module.row_temperature(n_q) if isinstance(module, EntropyGuidedAttention) else None
+    return {
+        name: None if value is None else value.detach().clone()
+        for name, value in (("w_q", w_q), ("w_k", w_k), ("b_q", b_q), ("b_k", b_k), ("temperature", temperature))
     }
 
 
@@ -130,15 +151,13 @@ def attention_entropy_of_call(
         if mask is not None and mask.dtype == torch.bool:
             mask = additive_mask(mask, torch.float32)
         mask = padding[:keep] if mask is None else mask + padding[:keep]
-    if module._qkv_same_embed_dim:
-        w_q, w_k, _ = module.in_proj_weight.chunk(3)
-    else:
-        w_q, w_k = module.q_proj_weight, module.k_proj_weight
-    b_q, b_k = (None, None) if module.in_proj_bias is None else module.in_proj_bias.chunk(3)[:2]
-    q = F.linear(query[:keep], w_q, b_q).view(keep, n_q, heads, head_dim).transpose(1, 2)
-    k = F.linear(key[:keep], w_k, b_k).view(keep, n_k, heads, head_dim).transpose(1, 2)
-    if isinstance(module, EntropyGuidedAttention):
-        q = q / module.row_temperature(n_q).to(q.dtype)[..., None]
+    weights = inputs.get("projection") or _projection(module, n_q)
+    w_q, w_k = weights["w_q"], weights["w_k"]
+    assert w_q is not None and w_k is not None  # (narrowing)
+    q = F.linear(query[:keep], w_q, weights["b_q"]).view(keep, n_q, heads, head_dim).transpose(1, 2)
+    k = F.linear(key[:keep], w_k, weights["b_k"]).view(keep, n_k, heads, head_dim).transpose(1, 2)
+    if weights["temperature"] is not None:
+        q = q / weights["temperature"].to(q.dtype)[..., None]
     entropy, counts = attention_entropy_from_qk(
         q, k, mask, chunk_size=chunk_size, key_mask=key_mask, causal=inputs["is_causal"] and attn is None,
         return_counts=True,
@@ -230,6 +249,9 @@ class AttentionEntropyMonitor(CaptureCallback):
     [3 Max/4, Max] are overloaded, near-zero ones in [0, Max/4) collapsed), taken here relative to each row's
     theoretical maximum :math:`\log(\#\text{valid keys})` rather than to the largest entropy observed in the run
     (which always puts at least one head in the top bin). Nested-tensor inputs are skipped.
+
+    The query/key projections (and temperatures) are copied in the forward hook, so the values are right for sharded
+    models too (FSDP2, FSDP1: outside the forward they hold shards); each rank measures its own batch.
 
     Args:
         modules: dotted names or globs of the attention modules; ``None`` takes every ``nn.MultiheadAttention``.

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_info._internal.passes import in_auxiliary_pass
+from lightning_info._internal.sharding import is_dtensor, sharding_engine
 from lightning_info._internal.validation import check_bool, check_int, check_range
 from lightning_info.attention.entropy_guided_attention import EntropyGuidedAttention
 from lightning_info.attention.sdpa import EntropyRecorder, SDPAProbes
@@ -71,8 +72,12 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
         collapse_threshold: normalised entropy below which a head counts as collapsed, in [0, 1).
         log_every_n_steps: per-head logging period in optimizer steps (``None``: the trainer's setting).
 
+    Sharded models: the swap runs in ``setup``, before Lightning's ``configure_model``, so FSDP2's ``fully_shard``
+    shards the swapped modules; training equals the one-process global batch (``docs/sam.md``, "Scaling out").
+
     Raises:
         ValueError: a bad argument; at ``setup``, a module without any (swappable) attention.
+        RuntimeError: at fit start, a model wrapped in FSDP1 (``FullyShardedDataParallel``; use FSDP2).
 
     Example:
         >>> callback = EntropyGuidedAttentionCallback(weight=0.1, target_fraction=0.5, tolerance=0.2)
@@ -156,6 +161,17 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
             )
         super().setup(trainer, pl_module, stage)
 
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after configure_model: FSDP1 holds each rank's slice of the temperatures outside the forward, so the logged
+        # temperatures (and a monitor reading them) would be rank-local; FSDP2 (DTensors) is right
+        if sharding_engine(pl_module) == "FSDP1":
+            raise RuntimeError(
+                "EntropyGuidedAttentionCallback does not support FSDP1 (FullyShardedDataParallel, Lightning's "
+                "strategy='fsdp'): its parameters outside the forward are this rank's flat shard. Use FSDP2: "
+                "ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1) and fully_shard in configure_model"
+            )
+
     def _attach_sdpa(self, pl_module: LightningModule) -> list[EntropyRecorder]:
         """Temperatures and recording on the SDPA / Hugging Face attention modules (``[]``: there are none)."""
         try:
@@ -198,6 +214,8 @@ class EntropyGuidedAttentionCallback(LossTermCallback):
             self._logged_step = step
             for layer, module in enumerate(self.attention):
                 temperature = module.temperature.detach()
+                if is_dtensor(temperature):  # FSDP2 shards the temperatures after the forward (all ranks log)
+                    temperature = temperature.full_tensor()  # type: ignore[attr-defined]
                 per_head = temperature if temperature.ndim == 1 else temperature.mean(-1)
                 for head, value in enumerate(per_head.tolist()):
                     metrics[f"attn_entropy/temperature/layer{layer}/head{head}"] = value

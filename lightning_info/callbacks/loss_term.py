@@ -14,6 +14,8 @@ wrapper (a dispatcher stored on the module), so they can be added and removed in
 - Manual optimization: the terms are added to the loss passed to ``self.manual_backward(loss)`` (each call, with
   the batch of the current ``training_step``).
 - Each raw term is logged with ``pl_module.log(log_key, ...)`` on every step.
+- Under FSDP2 a term computed from the sharded parameters (after the forward they are DTensors) is made global
+  with ``full_tensor()`` (differentiable) before it is added; under FSDP1 such a term sees this rank's flat shard.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 from typing_extensions import override
 
+from lightning_info._internal.sharding import is_dtensor
 from lightning_info._internal.validation import check_number
 
 _DISPATCH_ATTR = "_lightning_info_loss_terms"
@@ -97,6 +100,8 @@ class _LossTermDispatcher:
             term = callback.compute_loss_term(self.trainer, self.module, self.batch, self.batch_idx)
             if term is None:
                 continue
+            if is_dtensor(term):  # a term of FSDP2's sharded weights (e.g. a penalty): its global value, differentiable
+                term = term.full_tensor()  # type: ignore[attr-defined]
             callback._check_term(term, self.trainer)
             if callback.log_key is not None:
                 self.module.log(callback.log_key, term.detach().float(), on_step=True, on_epoch=False)

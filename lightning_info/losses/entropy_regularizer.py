@@ -109,5 +109,5 @@ class EntropyRegularizer(nn.Module):
             [m.last_entropy for m in recorded],
             [m.last_max_entropy for m in recorded],
             [m.last_row_mask for m in recorded],
-            [m.entropy_threshold for m in recorded] if use_module_thresholds else None,
+            [m.last_threshold for m in recorded] if use_module_thresholds else None,
         )

@@ -116,3 +116,25 @@ def test_bad_arguments_raise(tmp_path: Path) -> None:
         Trainer(callbacks=[AttentionEntropyMonitor(modules=["encoder.nothing"])], **trainer_kwargs(tmp_path)).fit(
             make_model(), data()
         )
+
+
+@pytest.mark.parametrize("module_class", [nn.MultiheadAttention, EntropyGuidedAttention])
+def test_measures_with_the_weights_of_the_call(module_class: type) -> None:
+    # sharded engines hold the full weights only during the forward (FSDP2 reshards them, FSDP1 frees the views):
+    # the monitor measures with what the call used, whatever the parameters hold afterwards
+    torch.manual_seed(0)
+    attention = module_class(8, 2, batch_first=True).double()
+    x = torch.randn(3, 5, 8, dtype=torch.double)
+    expected = measure_attention_entropy(attention, lambda: attention(x, x, x))[""]
+
+    def run_then_change() -> None:
+        attention(x, x, x)
+        with torch.no_grad():
+            for parameter in attention.parameters():
+                parameter.mul_(3.0)
+
+    got = measure_attention_entropy(attention, run_then_change)[""]
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    changed = measure_attention_entropy(attention, lambda: attention(x, x, x))[""]
+    assert not torch.allclose(changed[0], expected[0])  # the test can fail: the weights matter

@@ -194,3 +194,25 @@ def test_eval_mode_keeps_no_graph_in_last_entropy() -> None:
     attn(x, x, x)
     assert attn.last_entropy is not None and attn.last_entropy.grad_fn is None
     assert not attn.last_entropy.requires_grad
+
+
+def test_the_regularizer_uses_the_thresholds_of_the_forward() -> None:
+    # FSDP2 frees the full thresholds after the forward (FSDP1 leaves a rank's slice): the forward keeps a copy
+    from lightning_info.losses import EntropyRegularizer
+
+    torch.manual_seed(0)
+    attention = EntropyGuidedAttention(8, 2, batch_first=True, threshold_init=0.3, learnable_threshold=True).double()
+    x = torch.randn(3, 5, 8, dtype=torch.double)
+    attention(x, x, x)
+    regularizer = EntropyRegularizer(tolerance=0.0)
+    expected = regularizer.forward_modules([attention])
+    with torch.no_grad():
+        attention.entropy_threshold.fill_(0.9)  # after the forward: not the thresholds the forward used
+    assert attention.last_threshold is not None
+    torch.testing.assert_close(attention.last_threshold, torch.full((2,), 0.3, dtype=torch.double))
+    got = regularizer.forward_modules([attention])
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    got.backward()
+    assert attention.entropy_threshold.grad is not None and attention.entropy_threshold.grad.abs().sum() > 0
+    attention.clear_entropy()
+    assert attention.last_threshold is None
