@@ -142,8 +142,9 @@ class _GPT2LM(LightningModule):
         import transformers
 
         config = transformers.GPT2Config(vocab_size=1000, n_positions=length, n_embd=d_model, n_layer=layers,
-                                         n_head=heads, attn_implementation="sdpa")  # fmt: skip
+                                         n_head=heads, bos_token_id=0, eos_token_id=0)  # fmt: skip
         self.net = transformers.GPT2LMHeadModel(config)
+        self.net.set_attn_implementation("sdpa")
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (ids,) = batch
