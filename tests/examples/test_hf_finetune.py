@@ -57,3 +57,14 @@ def test_example_lightning_cli_config_fast_dev_run(tmp_path: Path) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Running in `fast_dev_run` mode" in result.stderr + result.stdout
+
+
+def test_digits_become_a_cls_token_then_one_token_per_binarised_row() -> None:
+    import torch
+
+    images = torch.zeros(1, 8, 8)
+    images[0, 0] = 1.0  # every pixel of row 0 on: bits 11111111 = 255
+    images[0, 1, 0] = 0.6  # only the first pixel of row 1 above 0.5: 1
+    images[0, 2, 7] = 0.4  # below the threshold: an empty row
+    ids = load_script("examples/hf_finetune.py").digits_to_token_ids(images)
+    assert ids.tolist() == [[0, 256, 2, 1, 1, 1, 1, 1, 1]]  # [CLS] = 0, a row with bits b is b + 1
