@@ -7,6 +7,10 @@
 2. ``EntropyGuidedAttention`` forward + backward (entropy recorded, causal mask) vs ``nn.MultiheadAttention`` with
    ``need_weights=True`` (its default: the probabilities are materialised too) and ``need_weights=False`` (the fused
    scaled-dot-product kernel ``nn.TransformerEncoderLayer`` uses) at N=256.
+3. With ``transformers`` installed, the Hugging Face path on a ``GPT2LMHeadModel`` config (4 layers, d=128, 4 heads,
+   T=512, batch 2; SDPA attention): ``Trainer.fit`` time for a fixed number of AdamW steps (no logger) plain, with
+   ``AttentionEntropyMonitor(every_n_steps=50)``, and with ``EntropyGuidedAttentionCallback()`` (the regularizer and
+   the temperatures every step). Runs alternate; the best of ``repeats`` is kept for each.
 
 Times are interleaved (one call of every variant per round) and each ratio is the median of the per-round ratios,
 which keeps a busy machine from favouring one side. Run ``python benchmarks/attention_entropy.py`` (``--quick`` for
@@ -16,6 +20,7 @@ a smoke run).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import statistics
@@ -24,9 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.attention import EntropyGuidedAttention, attention_entropy_from_qk
+from lightning_info.callbacks import AttentionEntropyMonitor, EntropyGuidedAttentionCallback
 
 
 def materialised_entropy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -128,6 +136,48 @@ def attention_benchmark(length: int, batch: int, embed_dim: int, heads: int, rep
     return result
 
 
+class _GPT2LM(LightningModule):
+    def __init__(self, layers: int, d_model: int, heads: int, length: int) -> None:
+        super().__init__()
+        import transformers
+
+        config = transformers.GPT2Config(vocab_size=1000, n_positions=length, n_embd=d_model, n_layer=layers,
+                                         n_head=heads, bos_token_id=0, eos_token_id=0)  # fmt: skip
+        self.net = transformers.GPT2LMHeadModel(config)
+        self.net.set_attn_implementation("sdpa")
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (ids,) = batch
+        return self.net(input_ids=ids, labels=ids).loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+
+
+def hf_benchmark(
+    steps: int, every_n_steps: int, repeats: int, layers: int, d_model: int, length: int, batch: int
+) -> dict[str, float]:
+    """Seconds of ``Trainer.fit`` on a GPT-2 config: plain, with the monitor, with the regularizer callback."""
+    ids = torch.randint(0, 1000, (steps * batch, length), generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(ids), batch_size=batch)
+
+    def fit(callbacks: list[Callback]) -> float:
+        torch.manual_seed(0)
+        trainer = Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)  # fmt: skip
+        model = _GPT2LM(layers, d_model, 4, length)
+        start = time.perf_counter()
+        trainer.fit(model, loader)
+        return time.perf_counter() - start
+
+    runs: dict[str, list[float]] = {"plain": [], "monitor": [], "regularizer": []}
+    for _ in range(repeats):
+        runs["plain"].append(fit([]))
+        runs["monitor"].append(fit([AttentionEntropyMonitor(every_n_steps=every_n_steps)]))
+        runs["regularizer"].append(fit([EntropyGuidedAttentionCallback()]))
+    return {name: min(times) for name, times in runs.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke run, not a measurement)")
@@ -135,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the targets are for 2)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the entropy timing (x3 for attention)")
+    parser.add_argument("--hf-steps", type=int, default=150, help="training steps per GPT-2 run")
     args = parser.parse_args(argv)
     length = 128 if args.quick else args.length
     repeats = 1 if args.quick else args.repeats
@@ -163,6 +214,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     print(f"EntropyGuidedAttention fwd+bwd / MHA (need_weights=False, fused): {results['ega_vs_mha_fused']:.2f}x "
           "(goal <= 1.3)")  # fmt: skip
+    if importlib.util.find_spec("transformers") is not None:
+        every = 1 if args.quick else 50
+        hf = hf_benchmark(steps=3 if args.quick else args.hf_steps, every_n_steps=every,
+                          repeats=1 if args.quick else 3, layers=2 if args.quick else 4,
+                          d_model=32 if args.quick else 128, length=32 if args.quick else 512, batch=2)  # fmt: skip
+        print(f"GPT-2 config training, seconds (best of runs): {', '.join(f'{k} {v:.2f}' for k, v in hf.items())}")
+        results["hf_monitor_overhead"] = hf["monitor"] / hf["plain"]
+        results["hf_regularizer_overhead"] = hf["regularizer"] / hf["plain"]
+        print(f"GPT-2 train step with AttentionEntropyMonitor(every_n_steps={every}) / without: "
+              f"{results['hf_monitor_overhead']:.3f}x (goal <= 1.05)")  # fmt: skip
+        print(f"GPT-2 train step with EntropyGuidedAttentionCallback() / SDPA alone: "
+              f"{results['hf_regularizer_overhead']:.2f}x (goal <= 1.5)")  # fmt: skip
     return results
 
 
