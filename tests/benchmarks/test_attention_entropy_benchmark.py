@@ -1,4 +1,5 @@
 import importlib.util
+import math
 
 from tests.helpers.lightning import load_script
 
@@ -10,4 +11,7 @@ def test_attention_entropy_benchmark_runs_quick() -> None:
     if importlib.util.find_spec("transformers") is not None:  # the Hugging Face rows (GPT-2 config)
         expected |= {"hf_monitor_overhead", "hf_regularizer_overhead"}
     assert set(results) == expected
-    assert all(value > 0 for value in results.values())
+    # the quick run is a smoke test: a 64 KiB map cannot raise the peak RSS of a test process that peaked higher
+    # earlier (growth 0 -> memory ratio 0, as in a fresh-clone CI run), so that ratio is only checked to be finite
+    assert results["memory_ratio"] >= 0 and math.isfinite(results["memory_ratio"])
+    assert all(value > 0 for key, value in results.items() if key != "memory_ratio")
