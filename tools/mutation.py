@@ -88,6 +88,7 @@ CAPTURE_T = ("tests/utils/test_capture.py", "tests/callbacks/test_capture.py")
 SA = "lightning_info/optim/sharpness_aware.py"
 SAM_F = "lightning_info/optim/sam.py"
 GAM_F = "lightning_info/optim/gam.py"
+LISTS_F = "lightning_info/optim/_tensor_lists.py"
 PASSES = "lightning_info/optim/_passes.py"
 KERNELS = "lightning_info/functional/kernels.py"
 CMI = "lightning_info/functional/cmi.py"
@@ -103,7 +104,7 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     # ---- sharpness_aware.py (base class)
     (SA, "if len({(n.dtype, n.device) for n in norms}) > 1:", "if False:", OPT_T),
     (SA, "        stacked = stacked.float()\n", "        pass\n", OPT_T),
-    (SA, "return torch.linalg.vector_norm(stacked, ord)", "return torch.linalg.vector_norm(stacked, 2.0)", OPT_T),
+    (SA, "norm = torch.linalg.vector_norm(stacked, ord)", "norm = torch.linalg.vector_norm(stacked, 2.0)", OPT_T),
     (
         SA,
         'if not math.isfinite(value):\n        raise NonFiniteGradientError(\n            f"{optimizer}',
@@ -167,7 +168,7 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
         SAM_T,
     ),
     (SAM_F, "        self._restore()\n        self._check_direction()\n", "        self._check_direction()\n", SAM_T),
-    (SAM_F, "            torch._foreach_copy_(*saved)", "            pass", SAM_T),
+    (SAM_F, "            copy_tensors(*saved)", "            pass", SAM_T),
     (SAM_F, 'self.statistics["sharpness"] = worst - clean', 'self.statistics["sharpness"] = clean - worst', SAM_T),
     (
         SAM_F,
@@ -177,8 +178,13 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     ),
     (SAM_F, "        if zero_grad:\n            self.zero_grad()\n\n    def _perturb", "\n    def _perturb", SAM_T),
     # ---- gam.py
-    (GAM_F, "        flat /= dist.get_world_size(group)\n", "", DDP_OPT_T),
-    (GAM_F, "            p.grad = torch.zeros_like(p)", "            p.grad = torch.ones_like(p)", GAM_T),
+    (LISTS_F, "        flat /= dist.get_world_size(group)\n", "", DDP_OPT_T),
+    (
+        "lightning_info/optim/_tensor_lists.py",
+        "            p.grad = torch.zeros_like(p)",
+        "            p.grad = torch.ones_like(p)",
+        GAM_T,
+    ),
     (
         GAM_F,
         'torch._foreach_mul_(h_g, group["alpha"] * group["rho"] * d.h_norm_scale)',
@@ -676,7 +682,7 @@ MUTANTS = [Mutant(f, o, r, t) for f, o, r, t in _RAW]
 
 #: mutants that cannot change behaviour, with the reason (not run, not counted)
 EQUIVALENT: dict[str, str] = {
-    "sharpness_aware:33:'if len({(n.dtype, n.device) for n in nor'": (
+    "sharpness_aware:44:'if len({(n.dtype, n.device) for n in nor'": (
         "on one device torch.stack promotes mixed dtypes to the widest itself; the cast only matters for norms on "
         "different devices (CPU + CUDA), which a CPU run cannot build"
     ),

@@ -17,8 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_info.optim._passes import ClosurePasses
-from lightning_info.optim.gam import _gradients
-from lightning_info.optim.gam import _split as split
+from lightning_info.optim._tensor_lists import gradients, split
 from lightning_info.optim.sharpness_aware import (
     SharpnessAwareOptimizer,
     copy_tensors,
@@ -110,4 +109,4 @@ class TwoPassOptimizer(SharpnessAwareOptimizer):
         clean, worst = detached(loss), detached(perturbed)
         if clean is not None and worst is not None:
             self.statistics["sharpness"] = worst - clean
-        return _gradients(params), norm
+        return gradients(params), norm

@@ -10,6 +10,7 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_choice, check_range
 from lightning_info.optim._passes import ClosurePasses
+from lightning_info.optim._tensor_lists import all_reduce_mean, gradients, split
 from lightning_info.optim.sharpness_aware import (
     SharpnessAwareOptimizer,
     copy_tensors,
@@ -17,37 +18,6 @@ from lightning_info.optim.sharpness_aware import (
     finite_norm_value,
     global_norm,
 )
-
-
-def _gradients(params: list[Tensor]) -> list[Tensor]:
-    """The parameters' ``.grad`` (a zero gradient is materialised for a parameter the pass did not reach)."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    return [p.grad for p in params]  # type: ignore[misc]
-
-
-def _all_reduce_mean(tensors: list[Tensor], group: Any) -> None:
-    """Average ``tensors`` over the ranks of ``group`` in place (one all-reduce per dtype)."""
-    import torch.distributed as dist
-
-    by_dtype: dict[torch.dtype, list[Tensor]] = {}
-    for t in tensors:
-        by_dtype.setdefault(t.dtype, []).append(t)
-    for same in by_dtype.values():
-        flat = torch.cat([t.reshape(-1) for t in same])
-        dist.all_reduce(flat, group=group)
-        flat /= dist.get_world_size(group)
-        chunks = flat.split([t.numel() for t in same])
-        copy_tensors(same, [c.view_as(t) for c, t in zip(chunks, same, strict=True)])
-
-
-def _split(tensors: list[Tensor], sizes: list[int]) -> list[list[Tensor]]:
-    out, start = [], 0
-    for size in sizes:
-        out.append(tensors[start : start + size])
-        start += size
-    return out
 
 
 def _hessian_vector(params: list[Tensor], vector: list[Tensor]) -> list[Tensor]:
@@ -200,12 +170,12 @@ class GAM(SharpnessAwareOptimizer):
             d = run(passes, params, hyper, sizes, theta, local)
         finally:
             copy_tensors(params, theta)
-        for group, h_g in zip(hyper, _split(d.h_norm, sizes), strict=True):
+        for group, h_g in zip(hyper, split(d.h_norm, sizes), strict=True):
             torch._foreach_mul_(h_g, group["alpha"] * group["rho"] * d.h_norm_scale)
         torch._foreach_add_(d.h_norm, d.h_loss)
         if local and passes.ddp_seen:
-            _all_reduce_mean(d.h_norm, passes.ddp_seen[0].process_group)
-        copy_tensors(_gradients(params), d.h_norm)
+            all_reduce_mean(d.h_norm, passes.ddp_seen[0].process_group)
+        copy_tensors(gradients(params), d.h_norm)
         self.statistics.update(
             grad_norm=d.grad_norm, perturbation_norm=d.radius, first_order_flatness=d.radius * d.adv_grad_norm
         )
@@ -224,11 +194,11 @@ class GAM(SharpnessAwareOptimizer):
         norm = global_norm([f])
         value = scale * finite_norm_value("the Hessian-gradient product norm ||f||", norm, type(self).__name__)
         factors = [group["rho"] * scale / (value + self.xi) for group in hyper]
-        for p_g, f_g, factor in zip(_split(params, sizes), _split(f, sizes), factors, strict=True):
+        for p_g, f_g, factor in zip(split(params, sizes), split(f, sizes), factors, strict=True):
             torch._foreach_add_(p_g, f_g, alpha=factor)
         if len(hyper) == 1:
             return norm * factors[0]
-        return global_norm([[global_norm([f_g]) * c for f_g, c in zip(_split(f, sizes), factors, strict=True)]])
+        return global_norm([[global_norm([f_g]) * c for f_g, c in zip(split(f, sizes), factors, strict=True)]])
 
     def _norm(self, tensors: list[Tensor], what: str) -> tuple[Tensor, float]:
         norm = global_norm([tensors])
@@ -243,21 +213,21 @@ class GAM(SharpnessAwareOptimizer):
         theta: list[Tensor],
         local: bool,
     ) -> _Directions:
-        g0 = self._snapshot("g0", _gradients(params))
+        g0 = self._snapshot("g0", gradients(params))
         n0, n0_value = self._norm(g0, "the gradient norm ||g||")
         r1 = self.sam_rho if self.sam_rho is not None else self.fd_step
         self._unit_step(params, g0, r1, n0_value)  # theta + r1 u
         perturbed = passes.auxiliary(local)
-        g1 = self._snapshot("g1", _gradients(params)) if self.sam_rho is not None else _gradients(params)
+        g1 = self._snapshot("g1", gradients(params)) if self.sam_rho is not None else gradients(params)
         f = list(torch._foreach_sub(g1, g0))  # r1 * H(theta) u
         copy_tensors(params, theta)
         radius = self._ascend(params, f, hyper, sizes, 1.0 / r1)  # theta_adv
         passes.auxiliary(local)
-        g2 = self._snapshot("g2", _gradients(params))
+        g2 = self._snapshot("g2", gradients(params))
         n2, n2_value = self._norm(g2, "the gradient norm at theta_adv")
         self._unit_step(params, g2, self.fd_step, n2_value)  # theta_adv + r u_adv
         passes.auxiliary(local)
-        h_norm = list(torch._foreach_sub(_gradients(params), g2))  # r * H(theta_adv) u_adv
+        h_norm = list(torch._foreach_sub(gradients(params), g2))  # r * H(theta_adv) u_adv
         h_loss = g1 if self.sam_rho is not None else g0
         return _Directions(h_loss, h_norm, 1.0 / self.fd_step, radius, n0, n2, perturbed)
 
@@ -270,18 +240,18 @@ class GAM(SharpnessAwareOptimizer):
         theta: list[Tensor],
         local: bool,
     ) -> _Directions:
-        g0 = [g.detach().clone() for g in _gradients(params)]
+        g0 = [g.detach().clone() for g in gradients(params)]
         n0, n0_value = self._norm(g0, "the gradient norm ||g||")
         f = _hessian_vector(params, list(torch._foreach_div(g0, n0_value + self.xi)))
         h_loss, perturbed = g0, None
         if self.sam_rho is not None:
             self._unit_step(params, g0, self.sam_rho, n0_value)
             perturbed = passes.auxiliary(local)
-            h_loss = [g.detach().clone() for g in _gradients(params)]
+            h_loss = [g.detach().clone() for g in gradients(params)]
             copy_tensors(params, theta)
         radius = self._ascend(params, f, hyper, sizes, 1.0)
         passes.auxiliary(local)
-        g2 = [g.detach() for g in _gradients(params)]
+        g2 = [g.detach() for g in gradients(params)]
         n2, n2_value = self._norm(g2, "the gradient norm at theta_adv")
         h_norm = _hessian_vector(params, list(torch._foreach_div(g2, n2_value + self.xi)))
         return _Directions(h_loss, h_norm, 1.0, radius, n0, n2, perturbed)

@@ -9,8 +9,8 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_range
 from lightning_info.optim._passes import ClosurePasses
+from lightning_info.optim._tensor_lists import all_reduce_mean
 from lightning_info.optim._two_pass import TwoPassOptimizer, global_dot, split
-from lightning_info.optim.gam import _all_reduce_mean
 
 
 class GSAM(TwoPassOptimizer):
@@ -157,5 +157,5 @@ class GSAM(TwoPassOptimizer):
                 torch._foreach_mul_(gp_g, 1.0 + group["alpha"] * c)
                 torch._foreach_add_(gp_g, g_g, alpha=-group["alpha"])
         if local and passes.ddp_seen:
-            _all_reduce_mean(g_p, passes.ddp_seen[0].process_group)
+            all_reduce_mean(g_p, passes.ddp_seen[0].process_group)
         self.statistics["grad_norm"] = grad_norm

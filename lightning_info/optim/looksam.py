@@ -10,8 +10,8 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_int, check_range
 from lightning_info.optim._passes import ClosurePasses
+from lightning_info.optim._tensor_lists import all_reduce_mean
 from lightning_info.optim._two_pass import Groups, TwoPassOptimizer, global_dot
-from lightning_info.optim.gam import _all_reduce_mean
 from lightning_info.optim.sharpness_aware import finite_norm_value, global_norm
 
 _G_V = "looksam_g_v"  # the per-parameter state key of the stored direction
@@ -132,13 +132,13 @@ class LookSAM(TwoPassOptimizer):
         if squared > 0:
             torch._foreach_add_(g_v, g, alpha=-float(global_dot(g, g_s)) / squared)
         if local and passes.ddp_seen:
-            _all_reduce_mean(g_s + g_v, passes.ddp_seen[0].process_group)
+            all_reduce_mean(g_s + g_v, passes.ddp_seen[0].process_group)
         self._after_base_step(lambda: self._store_state(_G_V, params, g_v))
 
     def _reuse(self, passes: ClosurePasses, groups: Groups) -> None:
         grads = [t for _, _, gs in groups for t in gs]
         if not self.sync_perturbation and passes.ddp_seen:  # the clean pass stayed local: the global batch's g
-            _all_reduce_mean(grads, passes.ddp_seen[0].process_group)
+            all_reduce_mean(grads, passes.ddp_seen[0].process_group)
         stored = [[(g, self.state[p][_G_V]) for p, g in zip(ps, gs, strict=True) if _G_V in self.state[p]]
                   for _, ps, gs in groups]  # fmt: skip
         norms = torch.stack([global_norm([grads]), global_norm([[v for pairs in stored for _, v in pairs]])])

@@ -10,8 +10,8 @@ from torch.optim import Optimizer
 
 from lightning_info._internal.validation import check_bool, check_range
 from lightning_info.optim._passes import ClosurePasses
+from lightning_info.optim._tensor_lists import all_reduce_mean
 from lightning_info.optim._two_pass import TwoPassOptimizer, split
-from lightning_info.optim.gam import _all_reduce_mean
 from lightning_info.optim.sharpness_aware import copy_tensors, finite_norm_value, global_norm
 
 
@@ -135,13 +135,13 @@ class WSAM(TwoPassOptimizer):
                 torch._foreach_mul_(gt_g, kappa)
                 torch._foreach_add_(gt_g, g_g, alpha=1.0 - kappa)
             if local and passes.ddp_seen:
-                _all_reduce_mean(g_tilde, passes.ddp_seen[0].process_group)
+                all_reduce_mean(g_tilde, passes.ddp_seen[0].process_group)
             return
         term = self._snapshot("sharpness_term", g_tilde)  # g~ - g, then .grad = g for the base optimizer
         torch._foreach_sub_(term, g)
         copy_tensors(g_tilde, g)
         if local and passes.ddp_seen:
-            _all_reduce_mean(g_tilde + term, passes.ddp_seen[0].process_group)
+            all_reduce_mean(g_tilde + term, passes.ddp_seen[0].process_group)
         finite_norm_value("the sharpness term g~ - g (largest entry)", global_norm([term], ord=float("inf")), "WSAM")
         params = [p for _, ps, _ in groups for p in ps]
         steps = [(p_g, t_g, kappa, h) for p_g, t_g, kappa, h in zip(split(params, sizes), split(term, sizes),
