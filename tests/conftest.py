@@ -52,3 +52,13 @@ def wandb_offline(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     for logger in loggers:
         if logger._experiment is not None:
             logger.experiment.finish()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run the test with one torch thread: small matmuls gain nothing from threads, and on a busy machine intra-op
+    threads only spin and slow the test down. The previous thread count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

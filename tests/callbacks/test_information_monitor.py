@@ -3,7 +3,6 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,13 +19,7 @@ from tests.helpers.lightning import run_ddp, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyTransformer, classification_data, loader
 from tests.helpers.wandb_reader import series
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _fit(model, callbacks, tmp_path: Path, data=None, **kw) -> Trainer:

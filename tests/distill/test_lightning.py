@@ -1,6 +1,5 @@
 import copy
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,7 @@ from tests.helpers.lightning import trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyCNN, classification_data, loader
 from tests.helpers.wandb_reader import series
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Recorder(Callback):

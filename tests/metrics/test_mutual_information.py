@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -196,15 +195,6 @@ def test_estimate_is_seeded_and_leaves_global_rng() -> None:
     assert torch.equal(before, torch.random.get_rng_state())
     b = estimate_mutual_information(x, y, "nwj", steps=5, batch_size=16, hidden=8, eval_batches=2, seed=3)
     assert a == b
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """64 x 256 matmuls gain nothing from threads; on a busy machine intra-op threads only spin and slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # Known-MI checks: 20-d correlated Gaussians, batch 64, 500 Adam steps (lr 1e-3, hidden 256), fresh samples for
