@@ -3,12 +3,12 @@
 Run ``python benchmarks/fisher.py`` (``--quick`` for a smoke run). CPU timings; noisy on shared machines. Prints the
 seconds for N = 1024 samples on a small MLP, a small transformer (``nn.TransformerEncoderLayer``) and Hugging Face
 GPT-2 and BERT classifiers built from small configs (2 layers, d=64, 16 tokens) with the three modes (``auto`` =
-vmap plus the exact shortcut for ``nn.Linear``/``Conv1D`` layers, one row or one row per token: every layer of the
-MLP; the embedding, FFN and head of the small transformer, whose ``nn.MultiheadAttention`` keeps vmap; every
-attention projection, FFN and head of GPT-2/BERT), the speed-ups over the loop, and the peak extra
-resident memory of the estimate (above the process's peak before it) in fresh processes: for several chunk sizes at
-N = 1024 (vmap and auto), and for a fixed chunk at a small and a large N (vmap: the memory must follow the chunk,
-not N).
+vmap plus the exact shortcut for ``nn.Linear``/``Conv1D``/``nn.Embedding`` layers, one row or one per token: every
+layer of the MLP; the embedding, FFN and head of the small transformer, whose ``nn.MultiheadAttention`` keeps
+vmap; every attention projection, FFN, head and embedding of GPT-2/BERT), the speed-ups over the loop, and the peak
+extra resident memory of the estimate (above the process's peak before it) in fresh processes: for several chunk
+sizes at N = 1024 (vmap and auto), and for a fixed chunk at a small and a large N (vmap: the memory must follow the
+chunk, not N).
 Memory is measured with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_`` = 128 KiB) so that RSS follows the
 live tensors; the "default malloc" column shows the extra drift of glibc's heap with its default dynamic threshold.
 """

@@ -16,10 +16,11 @@ The probe reads what SDPA receives — ``q`` and ``k`` after rotary embeddings, 
 attention (``repeat_interleave`` semantics, as ``enable_gqa``) — and computes the row entropies of
 :math:`\operatorname{softmax}(q k^\top \cdot \text{scale} / t_h + M)` chunked over queries
 (:func:`~lightning_info.functional.attention_entropy_from_qk`): never an ``N x N`` map for the monitor, and for the
-regularizer each chunk is checkpointed (recomputed in backward), so memory stays :math:`O(B H c N)` for chunk size
-:math:`c`. The attention output itself is always computed by SDPA; with a temperature, ``q`` is divided by
-:math:`t_h` first (Jha & Reagen 2025's parameterised attention), which leaves the output bit-identical at
-:math:`t = 1`.
+regularizer each chunk keeps nothing but views of its inputs and its entropies for backward, which recomputes the
+chunk's attention and applies the analytic gradient :math:`\partial H_i / \partial s_{ij} = -p_{ij} (\log p_{ij} +
+H_i)`, so memory stays :math:`O(B H c N)` for chunk size :math:`c`. The attention output itself is always computed
+by SDPA; with a temperature, ``q`` is divided by :math:`t_h` first (Jha & Reagen 2025's parameterised attention),
+which leaves the output bit-identical at :math:`t = 1`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ from torch.utils.hooks import RemovableHandle
 
 from lightning_info._internal.capture import resolve_module_names
 from lightning_info._internal.validation import check_int, check_range
-from lightning_info.functional.attention import attention_entropy_from_qk, head_entropy_summary, max_attention_entropy
+from lightning_info.functional.attention import (
+    additive_mask,
+    attention_entropy_from_qk,
+    head_entropy_summary,
+    max_attention_entropy,
+)
 
 __all__ = ["AttentionProbe", "EntropyRecorder", "SDPAProbes", "find_sdpa_attention", "sdpa_attention_entropy"]
 
@@ -78,8 +84,10 @@ def sdpa_attention_entropy(
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Row entropies of the attention SDPA would compute from these arguments, chunked over the queries.
 
-    With gradient enabled and an input that requires it, every chunk is checkpointed (its logits are recomputed in
-    backward), so peak memory is that of one ``(batch, heads, chunk, N_k)`` chunk, in forward and in backward.
+    With gradient enabled and an input that requires it, every chunk keeps only views of its inputs and its entropies
+    for backward, which recomputes the chunk's softmax and applies :math:`\partial H_i / \partial s_{ij} = -p_{ij}
+    (\log p_{ij} + H_i)` (an additive mask that requires gradient is checkpointed instead), so peak memory is that
+    of one ``(batch, heads, chunk, N_k)`` chunk, in forward and in backward.
 
     Args:
         query: ``(batch, heads, N_q, d)``.
@@ -131,8 +139,10 @@ def sdpa_attention_entropy(
             attended = seen if attended is None else attended | seen
         q_chunk = query[..., start:stop, :]
         causal_from = start if is_causal else None
-        if grad:  # checkpointed: only views of the inputs are kept for backward
+        if grad and mask is not None and mask.requires_grad:  # a learnt additive mask: autograd, checkpointed
             entropy, count = checkpoint(_chunk_entropy, q_chunk, key, mask, causal_from, scale, use_reentrant=False)
+        elif grad:  # only views of the inputs and the entropies are kept for backward
+            entropy, count = _ChunkEntropy.apply(q_chunk, key, mask, causal_from, scale)
         else:
             entropy, count = _chunk_entropy(q_chunk, key, mask, causal_from, scale)
         entropies.append(entropy)
@@ -153,6 +163,48 @@ def _chunk_entropy(
         mask = torch.arange(key.shape[-2], device=query.device) <= rows
     result = attention_entropy_from_qk(query, key, mask, None, query.shape[-2], scale=scale, return_counts=True)
     return result  # type: ignore[return-value]
+
+
+class _ChunkEntropy(torch.autograd.Function):
+    r"""``_chunk_entropy`` with an analytic backward that keeps nothing chunk-sized.
+
+    Backward recomputes the chunk's attention :math:`p = \operatorname{softmax}(s)` and applies
+    :math:`\partial H_i / \partial s_{ij} = -p_{ij} (\log p_{ij} + H_i)`, then
+    :math:`\partial s / \partial q = k \cdot \text{scale}`, :math:`\partial s / \partial k = q \cdot \text{scale}`:
+    nothing chunk-sized lives between forward and backward, and backward runs no autograd graph.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, query: Tensor, key: Tensor, mask: Tensor | None, causal_from: int | None, scale: float | None
+    ) -> tuple[Tensor, Tensor]:
+        entropy, count = _chunk_entropy(query, key, mask, causal_from, scale)
+        ctx.save_for_backward(query, key, mask, entropy)
+        ctx.causal_from, ctx.scale = causal_from, scale
+        ctx.mark_non_differentiable(count)
+        return entropy, count
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_entropy: Tensor, grad_count: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        query, key, mask, entropy = ctx.saved_tensors
+        factor = 1.0 / math.sqrt(query.shape[-1]) if ctx.scale is None else ctx.scale
+        q, k = query.to(entropy.dtype), key.to(entropy.dtype)  # the dtype the forward computed in
+        logits = (q * factor) @ k.transpose(-1, -2)
+        if mask is not None:
+            logits = logits + additive_mask(mask, entropy.dtype)
+        if ctx.causal_from is not None:
+            rows = torch.arange(ctx.causal_from, ctx.causal_from + q.shape[-2], device=q.device)[:, None]
+            logits = logits.masked_fill(torch.arange(k.shape[-2], device=q.device) > rows, -torch.inf)
+        p = torch.softmax(logits, -1).nan_to_num_(0.0)  # a row without a valid key: entropy 0, no gradient
+        d_logits = torch.special.xlogy(p, p).add_(p.mul_(entropy[..., None])).mul_(-factor * grad_entropy[..., None])
+        grad_query = grad_key = None
+        if ctx.needs_input_grad[0]:
+            grad_query = (d_logits @ k).sum_to_size(query.shape).to(query.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_key = (d_logits.transpose(-1, -2) @ q).sum_to_size(key.shape).to(key.dtype)
+        return grad_query, grad_key, None, None, None
 
 
 def _unwrapped_names(module: nn.Module) -> tuple[str, ...]:

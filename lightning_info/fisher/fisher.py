@@ -18,8 +18,10 @@ Three implementations give the same numbers:
   :math:`\sum_n (\sum_t \delta_{n,t})^{\odot 2}`, summed over the rows :math:`t` one sample gives the layer (one for
   an MLP layer or a classification head, one per token for a transformer's attention projections and feed-forward
   layers), without ``vmap``'s per-sample gradients (:mod:`lightning_info.fisher.linear_shortcut`; the conditions
-  are checked on one sample at run time, and any other parameter keeps the ``vmap`` path). The extra memory of
-  those layers is their inputs and output gradients, plus a bounded batch of per-sample weight gradients for
+  are checked on one sample at run time, and any other parameter keeps the ``vmap`` path). ``nn.Embedding`` layers
+  (token and position embeddings, weights not tied to another layer) take the same shortcut as linear layers of
+  one-hot rows: the output gradients of a sample's tokens with the same id are summed and squared. The extra memory
+  of those layers is their inputs and output gradients, plus a bounded batch of per-sample weight gradients for
   token-wise layers.
 - ``mode="vmap"``: ``torch.func.functional_call`` + ``vmap(grad(...))`` over chunks of ``chunk_size`` samples; the
   per-sample gradients of one chunk (``chunk_size x #params`` values, squared in place) and the chunk's activations
@@ -174,8 +176,8 @@ def empirical_fisher(
         loss_fn: ``loss_fn(output, target) -> scalar`` giving the negative log-likelihood of one sample (it receives a
             batch of one). Default: cross-entropy of logits, ``-log softmax(output)[target]``.
         num_samples: N, the number of samples used (the first ``num_samples`` rows of ``batches``).
-        mode: ``"auto"`` (``"vmap"`` with the exact shortcut for eligible ``nn.Linear`` layers, see the module
-            docstring), ``"vmap"`` (per-sample gradients of every parameter with ``torch.func``, chunked) or
+        mode: ``"auto"`` (``"vmap"`` with the exact shortcut for eligible ``nn.Linear``/``nn.Embedding`` layers, see
+            the module docstring), ``"vmap"`` (per-sample gradients of every parameter with ``torch.func``, chunked) or
             ``"loop"`` (batch size 1).
         label: ``"empirical"`` uses the data's targets (empirical Fisher, as in FISH); ``"sampled"`` draws one
             :math:`y \sim p_\theta(\cdot \mid x)` per sample from the softmax of the model's output over its last

@@ -26,6 +26,17 @@ Layers: ``nn.Linear`` (or a subclass that keeps ``nn.Linear.forward``), and, duc
 ``x @ weight + bias``): a module with an ``int`` attribute ``nf``, a 2-D ``weight`` of shape ``(d_in, nf)`` and a
 ``bias`` of shape ``(nf,)`` or ``None``, whose output on the checked sample equals ``input @ weight + bias``.
 
+``nn.Embedding`` (token, position and segment embeddings; without ``max_norm`` and ``scale_grad_by_freq``, which
+change the weight or the gradient) is the linear layer of one-hot rows :math:`a_{n,r} = e_{v_{n,r}}` with its weight
+stored ``(num_embeddings, embedding_dim)``: its per-sample gradient has in row :math:`v` the sum of the output
+gradients of the sample's tokens with id :math:`v`, so
+
+.. math:: F_{W,v} = \sum_n \Big(\sum_{r:\, v_{n,r} = v} \delta_{n,r}\Big)^{\odot 2},
+
+computed exactly by summing the output gradients of equal ``(sample, id)`` pairs (``index_add``), squaring and adding
+them into their rows: :math:`O(N T d)`, never the :math:`N \times` ``num_embeddings`` :math:`\times d` per-sample
+gradients ``vmap`` would form. Tokens at ``padding_idx`` get no gradient, as in ``F.embedding``.
+
 It is exact only when the parameter's per-sample gradient **is** that sum of outer products, which
 :func:`find_exact_linears` checks on one sample, run as a batch of one as ``vmap`` runs every sample:
 
@@ -45,7 +56,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -61,11 +72,16 @@ class ShortcutMismatchError(RuntimeError):
     """A shortcut layer did not run exactly once in a forward, although it did in the check."""
 
 
+Kind = Literal["linear", "conv1d", "embedding"]
+"""``nn.Linear``; Hugging Face ``Conv1D`` (weight stored ``(in_features, out_features)``); ``nn.Embedding`` (weight
+``(num_embeddings, embedding_dim)``, integer inputs: ids of one-hot rows)."""
+
+
 class ExactLinear(NamedTuple):
     """A linear layer whose trainable ``weight``/``bias`` take the shortcut.
 
     ``weight``/``bias`` are parameter names, ``None`` if frozen or not the layer's own (a parametrized weight).
-    ``transposed``: the weight is stored ``(in_features, out_features)`` (Hugging Face ``Conv1D``).
+    ``in_features`` of an embedding is its number of embeddings (the size of the one-hot rows).
     """
 
     module: nn.Module
@@ -73,7 +89,7 @@ class ExactLinear(NamedTuple):
     bias: str | None
     in_features: int
     out_features: int
-    transposed: bool
+    kind: Kind
     probe: Tensor  # zeros of the shape of the checked sample's output, added to it to read its gradient
 
     @property
@@ -84,7 +100,8 @@ class ExactLinear(NamedTuple):
     def sample_bytes(self) -> int:
         """Bytes per sample of what the shortcut keeps: the layer's input and output gradient (all rows)."""
         rows = self.probe.numel() // self.out_features
-        return rows * (self.in_features + self.out_features) * self.probe.element_size()
+        row_input = 8 if self.kind == "embedding" else self.in_features * self.probe.element_size()  # an int64 id
+        return rows * (row_input + self.out_features * self.probe.element_size())
 
 
 def _layer_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor:
@@ -125,36 +142,48 @@ class _Candidate(NamedTuple):
     bias: str | None
     in_features: int
     out_features: int
-    transposed: bool
+    kind: Kind
 
 
 def _candidates(model: nn.Module, name_of: Mapping[int, str]) -> dict[str, _Candidate]:
     found: dict[str, _Candidate] = {}
     for module_name, module in model.named_modules():
+        kind: Kind
         if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
-            features, transposed = (module.in_features, module.out_features), False
+            features, kind = (module.in_features, module.out_features), "linear"
+        elif isinstance(module, nn.Embedding) and type(module).forward is nn.Embedding.forward:
+            if module.max_norm is not None or module.scale_grad_by_freq:  # renormalised weight, rescaled gradient
+                continue
+            features, kind = (module.num_embeddings, module.embedding_dim), "embedding"
         else:
             conv1d = _conv1d_features(module)
             if conv1d is None:
                 continue
-            features, transposed = conv1d, True
+            features, kind = conv1d, "conv1d"
         # own parameters only: a parametrized weight lives in module.parametrizations, not module._parameters
         own = [module._parameters.get(key) for key in ("weight", "bias")]
         weight, bias = (None if p is None else name_of.get(id(p)) for p in own)
         if weight is not None or bias is not None:
-            found[module_name] = _Candidate(module, weight, bias, *features, transposed)
+            found[module_name] = _Candidate(module, weight, bias, *features, kind)
     return found
 
 
 def _is_linear_call(candidate: _Candidate, inputs: Tensor, output: Tensor) -> bool:
-    """The layer's input and output have matching rows; a ``Conv1D``'s output is ``input @ weight + bias``."""
+    """Whether the checked call is the layer's linear map.
+
+    The input and output have matching rows; a ``Conv1D``'s output is ``input @ weight + bias``; an embedding maps
+    integer ids to one row each.
+    """
     if not isinstance(inputs, Tensor) or not isinstance(output, Tensor) or inputs.dim() == 0 or output.dim() == 0:
         return False
+    if candidate.kind == "embedding":
+        integer = not (inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool)
+        return integer and tuple(output.shape) == (*inputs.shape, candidate.out_features)
     if inputs.shape[-1] != candidate.in_features or output.shape[-1] != candidate.out_features:
         return False
     if inputs.numel() // candidate.in_features != output.numel() // candidate.out_features:
         return False
-    if not candidate.transposed:
+    if candidate.kind == "linear":
         return True
     weight, bias = (candidate.module._parameters.get(key) for key in ("weight", "bias"))
     if weight is None:
@@ -292,6 +321,22 @@ def _weight_fisher(delta: Tensor, a: Tensor) -> Tensor:
     return total
 
 
+def _embedding_fisher(delta: Tensor, ids: Tensor, num_embeddings: int, padding_idx: int | None) -> Tensor:
+    r""":math:`F_{W,v} = \sum_n (\sum_{r: v_{n,r} = v} \delta_{n,r})^{\odot 2}` of an embedding's weight.
+
+    For ``delta`` ``(N, R, d)`` and ``ids`` ``(N, R)``: the output gradients of equal ``(sample, id)`` pairs summed,
+    squared, added into row ``id``.
+    """
+    keys = (torch.arange(ids.shape[0], device=ids.device)[:, None] * num_embeddings + ids).reshape(-1)
+    rows = delta.reshape(-1, delta.shape[2])
+    if padding_idx is not None:  # F.embedding gives the padding row no gradient
+        kept = ids.reshape(-1) != padding_idx
+        keys, rows = keys[kept], rows[kept]
+    pairs, pair_of_row = torch.unique(keys, return_inverse=True)
+    sums = rows.new_zeros(pairs.shape[0], rows.shape[1]).index_add_(0, pair_of_row, rows)
+    return rows.new_zeros(num_embeddings, rows.shape[1]).index_add_(0, pairs % num_embeddings, sums.square_())
+
+
 def accumulate_linear_fisher(
     linears: Mapping[str, ExactLinear],
     output_grads: Mapping[str, Tensor],
@@ -310,9 +355,13 @@ def accumulate_linear_fisher(
         dtype = fisher[lin.names[0]].dtype
         samples = output_grads[name].shape[0]
         delta = output_grads[name].reshape(samples, -1, lin.out_features).to(dtype)
-        if lin.weight is not None:
+        if lin.kind == "embedding" and lin.weight is not None:
+            ids = inputs[name].reshape(samples, -1)
+            padding_idx = cast(nn.Embedding, lin.module).padding_idx
+            fisher[lin.weight] += _embedding_fisher(delta, ids, lin.in_features, padding_idx)
+        elif lin.weight is not None:
             a = inputs[name].reshape(samples, -1, lin.in_features).to(dtype)
             weight = _weight_fisher(delta, a)
-            fisher[lin.weight] += weight.T if lin.transposed else weight
+            fisher[lin.weight] += weight if lin.kind == "linear" else weight.T
         if lin.bias is not None:
             fisher[lin.bias] += delta.sum(1).square().sum(0)

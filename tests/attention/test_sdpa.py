@@ -70,8 +70,51 @@ def test_gradient_matches_float64_autograd_of_explicit_maps() -> None:
     )
 
 
+@pytest.mark.parametrize("mask", ["causal", "bool", "additive", "none"])
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_analytic_backward_equals_float64_autograd_of_explicit_maps(mask: str, kv_heads: int) -> None:
+    """The chunk's analytic gradient -p (log p + H) against autograd through full softmax maps, with padding (and a
+    query row that may attend to nothing: no gradient, no NaN), causal rows, GQA and several chunks."""
+    torch.manual_seed(2)
+    q = torch.randn(3, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, kv_heads, 9, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 4, 9, dtype=torch.float64)
+    allowed = torch.ones(3, 1, 9, 9, dtype=torch.bool)
+    allowed[1, ..., 6:] = False  # padded keys
+    allowed[2, :, 4] = False  # query row 4 of sample 2 may attend to nothing
+    attn_mask = None
+    if mask == "causal":
+        allowed = torch.ones(9, 9, dtype=torch.bool).tril().expand(3, 1, 9, 9)
+    elif mask == "bool":
+        attn_mask = allowed
+    elif mask == "additive":
+        attn_mask = torch.zeros(3, 1, 9, 9, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
+    else:
+        allowed = torch.ones(3, 1, 9, 9, dtype=torch.bool)
+    (sdpa_attention_entropy(q, k, attn_mask, mask == "causal", scale=0.3, chunk_size=4)[0] * weights).sum().backward()
+    got = q.grad.clone(), k.grad.clone()
+    q.grad = k.grad = None
+    (reference_entropy(q, k, allowed, 0.3) * weights).sum().backward()
+    torch.testing.assert_close(got[0], q.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], k.grad, rtol=1e-10, atol=1e-10)
+    assert got[0].abs().sum() > 0 and got[1].abs().sum() > 0
+
+
+def test_a_learnt_additive_mask_gets_its_gradient() -> None:
+    """An additive mask that requires gradient (e.g. a learnt bias) keeps autograd (checkpointed chunks)."""
+    torch.manual_seed(3)
+    q, k = torch.randn(2, 2, 7, 4, dtype=torch.float64), torch.randn(2, 2, 7, 4, dtype=torch.float64)
+    bias = torch.randn(1, 2, 7, 7, dtype=torch.float64, requires_grad=True)
+    sdpa_attention_entropy(q, k, bias, chunk_size=3)[0].sum().backward()
+    got = bias.grad.clone()
+    bias.grad = None
+    p = torch.softmax(q @ k.transpose(-1, -2) / 2 + bias, -1)
+    (-torch.special.xlogy(p, p).sum(-1)).sum().backward()
+    torch.testing.assert_close(got, bias.grad, rtol=1e-10, atol=1e-10)
+
+
 def test_regularizer_memory_is_bounded_by_the_chunk() -> None:
-    """Saved-for-backward memory: chunked + checkpointed keeps inputs only, never B x H x N x N logits."""
+    """Saved for backward: views of the inputs and the chunks' entropies, never B x H x N x N logits."""
     q = torch.randn(1, 2, 512, 16, requires_grad=True)
     k = torch.randn(1, 2, 512, 16, requires_grad=True)
     saved: dict[int, int] = {}  # storage -> bytes (a view of q or k costs nothing more)

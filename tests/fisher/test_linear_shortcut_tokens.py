@@ -99,7 +99,8 @@ def test_token_wise_shortcut_on_a_transformer_equals_the_batch_1_loop(padded: bo
     linears = {
         f"blocks.{i}.{p}.{w}" for i in range(2) for p in ("q", "k", "v", "o", "ff1", "ff2") for w in ("weight", "bias")
     }
-    assert _shortcut_names(model, (ids, keep), target, _token_nll) == linears | {"head.weight", "head.bias"}
+    expected = linears | {"head.weight", "head.bias", "embed.weight"}
+    assert _shortcut_names(model, (ids, keep), target, _token_nll) == expected
     auto = _check(model, (ids, keep), target, _token_nll, chunk=4)
     assert all(auto[name].gt(0).any() for name in linears)
     if padded:  # the Fisher differs from the one with padding tokens scored: the mask and the ignored targets count
@@ -145,7 +146,8 @@ def _sequence_nll(output: Any, target: Tensor) -> Tensor:
 
 @pytest.mark.parametrize("arch", ["gpt2", "bert"])
 def test_hugging_face_classifiers_take_the_shortcut_for_every_projection(arch: str) -> None:
-    """GPT-2's Conv1D (weight stored transposed) and BERT's Linear layers, attention and FFN; BERT with padding.
+    """GPT-2's Conv1D (weight stored transposed) and BERT's Linear layers, attention and FFN, and the token, position
+    (and BERT's segment) embeddings; BERT with padding (its word embedding has ``padding_idx`` 0).
 
     GPT-2 runs without padding: under vmap, its padding warning reads the ids (``pad_token_id in input_ids``,
     data-dependent control flow, which vmap refuses), so ``pad_token_id`` is ``None``.
@@ -157,6 +159,7 @@ def test_hugging_face_classifiers_take_the_shortcut_for_every_projection(arch: s
         model = transformers.GPT2ForSequenceClassification(config)
         per_layer = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
         prefix = "model.transformer.h"
+        embeddings = {"model.transformer.wte.weight", "model.transformer.wpe.weight"}
     else:
         config = transformers.BertConfig(
             hidden_size=8,
@@ -171,6 +174,7 @@ def test_hugging_face_classifiers_take_the_shortcut_for_every_projection(arch: s
         parts = ("self.query", "self.key", "self.value", "output.dense")
         per_layer = (*(f"attention.{p}" for p in parts), "intermediate.dense", "output.dense")
         prefix = "model.bert.encoder.layer"
+        embeddings = {f"model.bert.embeddings.{e}_embeddings.weight" for e in ("word", "position", "token_type")}
     model = _Keywords(model).double()
     g = torch.Generator().manual_seed(6)
     n, t = 6, 5
@@ -181,5 +185,76 @@ def test_hugging_face_classifiers_take_the_shortcut_for_every_projection(arch: s
     target = torch.randint(0, 3, (n,), generator=g)
     names = _shortcut_names(model, inputs, target, _sequence_nll)
     expected = {f"{prefix}.{i}.{p}.{w}" for i in range(2) for p in per_layer for w in ("weight", "bias")}
+    expected |= embeddings
     assert expected <= names
     _check(model, inputs, target, _sequence_nll, chunk=4)
+
+
+class _Embedded(nn.Module):
+    """Token embedding (optionally with ``padding_idx`` or other options) + position embedding -> mean -> logits.
+
+    ``tied``: the head reuses the token embedding's weight (``logits = h @ E^T``, as a language model's head does).
+    """
+
+    def __init__(self, tied: bool = False, **options: Any) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(7, 4, **options), nn.Embedding(5, 4)
+        self.mix = nn.Linear(4, 4)
+        self.head = None if tied else nn.Linear(4, 7)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = torch.tanh(self.mix(self.tokens(ids) + self.positions(torch.arange(ids.shape[1]))))
+        pooled = h.mean(1)
+        return pooled @ self.tokens.weight.T if self.head is None else self.head(pooled)
+
+
+def _ids(n: int = 10, t: int = 5) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, 7, (n, t), generator=g)
+    ids[0] = torch.tensor([3, 3, 3, 1, 3])  # repeated ids within one sample: their gradients add before squaring
+    return ids, torch.randint(0, 7, (n,), generator=g)
+
+
+@pytest.mark.parametrize("padding_idx", [None, 3])
+def test_embedding_shortcut_equals_the_batch_1_loop(padding_idx: int | None) -> None:
+    torch.manual_seed(0)
+    model = _Embedded(padding_idx=padding_idx).double()
+    ids, target = _ids()
+    assert {"tokens.weight", "positions.weight"} <= _shortcut_names(model, (ids,), target, _sequence_loss)
+    auto = _check(model, (ids,), target, _sequence_loss, chunk=4)
+    if padding_idx is not None:
+        assert not auto["tokens.weight"][padding_idx].any()
+    assert auto["tokens.weight"].gt(0).sum() >= 6 * 4 - (4 if padding_idx is not None else 0)
+
+
+def test_embedding_shortcut_squares_the_sum_over_a_samples_tokens_with_the_same_id() -> None:
+    """The per-token squares (computed here independently) differ from the Fisher where a sample repeats an id."""
+    torch.manual_seed(0)
+    model = _Embedded().double()
+    ids, target = _ids()
+    auto = empirical_fisher(model, [(ids, target)], loss_fn=_sequence_loss, num_samples=10)
+    per_token = torch.zeros(7, 4, dtype=torch.float64)
+    for i in range(10):
+        e = model.tokens(ids[i : i + 1])
+        h = torch.tanh(model.mix(e + model.positions(torch.arange(5))))
+        (delta,) = torch.autograd.grad(_sequence_loss(model.head(h.mean(1)), target[i : i + 1]), e)
+        per_token.index_add_(0, ids[i], delta[0].square())
+    assert not torch.allclose(auto["tokens.weight"][3], per_token[3], rtol=1e-3)  # row 3: sample 0 repeats it
+
+
+@pytest.mark.parametrize(
+    "options", [{"tied": True}, {"max_norm": 1.0}, {"scale_grad_by_freq": True}], ids=["tied", "max_norm", "freq"]
+)
+def test_embeddings_the_shortcut_cannot_handle_keep_vmap_and_stay_exact(options: dict[str, Any]) -> None:
+    """A weight the head reuses (two uses), a renormalised weight, a frequency-scaled gradient: no shortcut."""
+    torch.manual_seed(0)
+    model = _Embedded(**options).double()
+    ids, target = _ids()
+    names = _shortcut_names(model, (ids,), target, _sequence_loss)
+    assert "tokens.weight" not in names and "positions.weight" in names
+    if "max_norm" not in options:  # max_norm renormalises the weight in place at every forward: no fixed reference
+        _check(model, (ids,), target, _sequence_loss, chunk=4)
+
+
+def _sequence_loss(output: Tensor, target: Tensor) -> Tensor:
+    return nn.functional.cross_entropy(output, target, reduction="sum")
