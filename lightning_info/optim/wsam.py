@@ -12,7 +12,7 @@ from lightning_info._internal.validation import check_bool, check_range
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._tensor_lists import all_reduce_mean
 from lightning_info.optim._two_pass import TwoPassOptimizer, split
-from lightning_info.optim.sharpness_aware import copy_tensors, finite_norm_value, finiteness_norm, global_norm
+from lightning_info.optim.sharpness_aware import copy_tensors, finite_norm_value, finiteness_norm
 
 
 class WSAM(TwoPassOptimizer):
