@@ -188,9 +188,11 @@ def mlp_rows(sizes: dict[str, int], batch: int, rounds: int) -> dict[str, tuple[
 
     Returns ``{"sam mlp <size>": (ratio, goal), "2 passes mlp <size>": (ratio, nan)}``.
     """
+    results: dict[str, tuple[float, float]] = {}
+    if not sizes:
+        return results
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    results = {}
     try:
         print(f"\n# SAM on 64-h-h-10 ReLU MLPs, batch {batch}, 1 thread (little compute per weight)")
         _header(rounds)
