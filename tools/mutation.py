@@ -121,7 +121,8 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     (SA, "        groups[:] = base.param_groups\n", "", OPT_T),
     (SA, 'return int(self._run["step"]) % self.interval == 0', "return True", OPT_T),
     (SA, 'params = [p for p in group["params"] if p.grad is not None]', 'params = [p for p in group["params"]]', OPT_T),
-    (SA, "value = float(global_norm([grads for _, _, grads in groups], ord=math.inf))", "value = 0.0", OPT_T),
+    (SA, "value = float(finiteness_norm([grads for _, _, grads in groups]))", "value = 0.0", OPT_T),
+    (SA, "    if math.isfinite(float(norm)):\n        return norm\n", "    return norm\n", OPT_T),
     (
         SA,
         'and self._run["zero_grad_calls"] == zero_grad_calls and probe[0].grad is probe[1]',

@@ -52,6 +52,19 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
     return norm
 
 
+def finiteness_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
+    """A norm of all the tensors that is NaN or Inf exactly when one of their entries is (one host sync).
+
+    The L2 norm (:func:`global_norm`); only when that is not finite (a NaN/Inf entry, or squares that overflowed) the
+    largest absolute entry, ``ord=inf``, which decides. ``ord=inf`` alone would do, but ``torch._foreach_norm`` with
+    it is about 20 times slower than the L2 norm on CPU (0.9 ms for 0.1M float32 entries on one thread).
+    """
+    norm = global_norm(tensor_lists)
+    if math.isfinite(float(norm)):
+        return norm
+    return global_norm(tensor_lists, ord=math.inf)
+
+
 def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
     """``targets[i].copy_(sources[i])`` for all ``i``: one ``torch._foreach_copy_`` for plain tensors.
 
@@ -150,7 +163,8 @@ class SharpnessAwareOptimizer(Optimizer):
         self._run: dict[str, Any] = {"step": 0, "zero_grad_calls": 0}
         #: statistics of the last sharpness-aware step (detached tensors; empty after a plain step)
         self.statistics: dict[str, Tensor] = {}
-        self._snapshots: dict[str, list[Tensor]] = {}  # buffers of :meth:`_snapshot`, reused from step to step
+        # buffers of :meth:`_snapshot`, reused from step to step, with the (shape, dtype, device) of their sources
+        self._snapshots: dict[str, tuple[list[tuple[torch.Size, torch.dtype, torch.device]], list[Tensor]]] = {}
         install()  # before any graph is compiled in training mode: torch.compile must see the pass-aware BatchNorm
 
     # ----------------------------------------------------------------------------------------------- subclass API
@@ -337,20 +351,18 @@ class SharpnessAwareOptimizer(Optimizer):
     def _snapshot(self, key: str, tensors: list[Tensor]) -> list[Tensor]:
         """A copy of ``tensors`` in buffers kept from step to step (:func:`copy_tensors`, no allocation).
 
-        The buffers are (re)allocated when the tensors' number, shapes, dtypes or devices change.
+        The buffers are (re)allocated when the tensors' number, shapes, dtypes or devices change (one list
+        comparison: this runs on every step, between the passes).
         """
-        buffers = self._snapshots.get(key)
-        if (
-            buffers is None
-            or len(buffers) != len(tensors)
-            or any(
-                b.shape != t.shape or b.dtype != t.dtype or b.device != t.device
-                for b, t in zip(buffers, tensors, strict=True)
+        layout = [(t.shape, t.dtype, t.device) for t in tensors]
+        kept = self._snapshots.get(key)
+        if kept is None or kept[0] != layout:
+            kept = self._snapshots[key] = (
+                layout,
+                [torch.empty_like(t, memory_format=torch.preserve_format) for t in tensors],
             )
-        ):
-            buffers = self._snapshots[key] = [torch.empty_like(t, memory_format=torch.preserve_format) for t in tensors]
-        copy_tensors(buffers, tensors)
-        return buffers
+        copy_tensors(kept[1], tensors)
+        return kept[1]
 
     def _scale_grads(self, factor: float) -> None:
         grads = [g for _, _, gs in self._with_grads() for g in gs]
@@ -366,7 +378,7 @@ class SharpnessAwareOptimizer(Optimizer):
         groups = self._with_grads()
         if not groups:
             return
-        value = float(global_norm([grads for _, _, grads in groups], ord=math.inf))
+        value = float(finiteness_norm([grads for _, _, grads in groups]))
         if not math.isfinite(value):
             self.statistics.clear()
             raise NonFiniteGradientError(
@@ -386,8 +398,8 @@ class SharpnessAwareOptimizer(Optimizer):
         rank-local.
         """
         name = type(self).__name__
-        params = [p for group in self.param_groups for p in group["params"]]
-        if not self.sync_perturbation and sharded_world(params) > 1:
+        params = [p for group in self.param_groups for p in group["params"]] if passes is None else []
+        if passes is None and not self.sync_perturbation and sharded_world(params) > 1:  # checked once per step
             raise ValueError(
                 f"{name}(sync_perturbation=False) cannot run with sharded (DTensor) parameters (FSDP2's fully_shard or "
                 "tensor parallelism): m-sharpness perturbs each rank's weights with its own gradient, but a sharded "

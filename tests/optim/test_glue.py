@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_info.optim import NonFiniteGradientError
-from lightning_info.optim.sharpness_aware import finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import finite_norm_value, finiteness_norm, global_norm
 
 
 def test_global_norm_of_mixed_dtypes_is_the_float64_norm_of_everything() -> None:
@@ -39,6 +39,20 @@ def test_global_norm_with_ord_inf_is_the_largest_entry() -> None:
     tensors = [[torch.tensor([1.0, -7.0]), torch.tensor([3.0])], [torch.tensor([-2.0], dtype=torch.float64)]]
     assert float(global_norm(tensors, ord=math.inf)) == 7.0
     assert float(global_norm([[]])) == 0.0
+
+
+def test_finiteness_norm_is_finite_for_huge_finite_entries() -> None:
+    """The L2 norm overflows above ~1.8e19 in float32; the check then decides on the largest entry."""
+    huge = torch.tensor([3e38, -1.0])
+    assert math.isinf(float(global_norm([[huge]])))
+    assert float(finiteness_norm([[huge], [torch.tensor([2.0])]])) == pytest.approx(3e38, rel=1e-6)
+    assert float(finiteness_norm([[torch.tensor([3.0]), torch.tensor([4.0])]])) == pytest.approx(5.0, rel=1e-7)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_finiteness_norm_is_not_finite_when_an_entry_is_not(value: float) -> None:
+    tensors = [[torch.tensor([1.0, 2.0])], [torch.tensor([3e38, value], dtype=torch.float64)]]
+    assert not math.isfinite(float(finiteness_norm(tensors)))
 
 
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
