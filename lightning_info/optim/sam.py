@@ -143,7 +143,7 @@ class SAM(SharpnessAwareOptimizer):
             else:
                 scaled.append(grads)
                 directions.append(grads)
-        norm = global_norm(scaled)
+        norm = self._global_norm(scaled)
         value = finite_norm_value("the gradient norm ||T g||", norm, type(self).__name__)  # the step's one sync
         scales = [group["rho"] / value if value > 0 else 0.0 for group, _, _ in groups]  # zero gradient: e = 0
         every = [p for _, params, _ in groups for p in params]
@@ -152,11 +152,11 @@ class SAM(SharpnessAwareOptimizer):
             if scale:
                 torch._foreach_add_(params, direction, alpha=scale)  # w + e in one kernel per tensor
         plain = not any(group["adaptive"] for group, _, _ in groups)
-        self.statistics["grad_norm"] = norm if plain else global_norm([grads for _, _, grads in groups])
+        self.statistics["grad_norm"] = norm if plain else self._global_norm([grads for _, _, grads in groups])
         if plain and len(groups) == 1:  # ||e|| = rho ||g|| / ||g||: no extra reduction
             self.statistics["perturbation_norm"] = norm.new_tensor(groups[0][0]["rho"] if value > 0 else 0.0)
         else:
-            per_group = [global_norm([d]) * s for d, s in zip(directions, scales, strict=True)]
+            per_group = [self._global_norm([d]) * s for d, s in zip(directions, scales, strict=True)]
             self.statistics["perturbation_norm"] = global_norm([per_group])
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ from lightning_info._internal.validation import check_bool, check_range
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._tensor_lists import all_reduce_mean
 from lightning_info.optim._two_pass import TwoPassOptimizer, split
-from lightning_info.optim.sharpness_aware import copy_tensors, finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import copy_tensors, finite_norm_value
 
 
 class WSAM(TwoPassOptimizer):
@@ -142,7 +142,9 @@ class WSAM(TwoPassOptimizer):
         copy_tensors(g_tilde, g)
         if local and passes.ddp_seen:
             all_reduce_mean(g_tilde + term, passes.ddp_seen[0].process_group)
-        finite_norm_value("the sharpness term g~ - g (largest entry)", global_norm([term], ord=float("inf")), "WSAM")
+        finite_norm_value(
+            "the sharpness term g~ - g (largest entry)", self._global_norm([term], ord=float("inf")), "WSAM"
+        )
         params = [p for _, ps, _ in groups for p in ps]
         steps = [(p_g, t_g, kappa, h) for p_g, t_g, kappa, h in zip(split(params, sizes), split(term, sizes),
                                                                      kappas, hyper, strict=True)]  # fmt: skip
