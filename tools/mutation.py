@@ -121,7 +121,7 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     (SA, "        groups[:] = base.param_groups\n", "", OPT_T),
     (SA, 'return int(self._run["step"]) % self.interval == 0', "return True", OPT_T),
     (SA, 'params = [p for p in group["params"] if p.grad is not None]', 'params = [p for p in group["params"]]', OPT_T),
-    (SA, "value = float(global_norm([grads for _, _, grads in groups], ord=math.inf))", "value = 0.0", OPT_T),
+    (SA, "value = float(self._global_norm([grads for _, _, grads in groups], ord=math.inf))", "value = 0.0", OPT_T),
     (
         SA,
         'and self._run["zero_grad_calls"] == zero_grad_calls and probe[0].grad is probe[1]',
@@ -682,7 +682,7 @@ MUTANTS = [Mutant(f, o, r, t) for f, o, r, t in _RAW]
 
 #: mutants that cannot change behaviour, with the reason (not run, not counted)
 EQUIVALENT: dict[str, str] = {
-    "sharpness_aware:44:'if len({(n.dtype, n.device) for n in nor'": (
+    "sharpness_aware:52:'if len({(n.dtype, n.device) for n in nor'": (
         "on one device torch.stack promotes mixed dtypes to the widest itself; the cast only matters for norms on "
         "different devices (CPU + CUDA), which a CPU run cannot build"
     ),

@@ -96,7 +96,7 @@ class _MaskBuffers(nn.Module):
             m is None or m.shape != params[name].shape for name, m in masks.items()
         ):
             return None
-        full = {name: m.full_tensor() if is_dtensor(m) else m for name, m in masks.items() if m is not None}
+        full = {name: m.full_tensor() if is_dtensor(m) else m for name, m in masks.items() if m is not None}  # type: ignore[attr-defined]
         return {name: m.to(device=params[name].device, dtype=torch.bool) for name, m in full.items()}
 
 

@@ -94,4 +94,4 @@ def sharded_empirical_fisher(
             module.training = flag
     if seen == 0:
         raise ValueError("sharded_empirical_fisher: no rank's batches yielded a sample")
-    return {name: f.full_tensor() if is_dtensor(f) else f for name, f in fisher.items()}
+    return {name: f.full_tensor() if is_dtensor(f) else f for name, f in fisher.items()}  # type: ignore[attr-defined]

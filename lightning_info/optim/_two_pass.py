@@ -16,10 +16,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lightning_info._internal.sharding import is_dtensor
+from lightning_info._internal.sharding import is_dtensor, local_shards, shard_group
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._tensor_lists import gradients, split
 from lightning_info.optim.sharpness_aware import (
+    Groups,
     SharpnessAwareOptimizer,
     copy_tensors,
     detached,
@@ -27,16 +28,19 @@ from lightning_info.optim.sharpness_aware import (
     global_norm,
 )
 
-Groups = list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]
-
 
 def global_dot(a: list[Tensor], b: list[Tensor], group: Any = None) -> Tensor:
     """``sum_i <a_i, b_i>`` over all tensors, accumulated in float32 at least (float64 if any input is).
 
     ``group``: the process group over which the tensors are shards of the whole (FSDP1): the local sums are added
-    with one all-reduce; every rank of ``group`` must call it.
+    with one all-reduce; every rank of ``group`` must call it. DTensors sharded over one 1-D mesh (FSDP2) are treated
+    the same way, on their local shards.
     """
     # a DTensor (FSDP2) cannot be flattened when unevenly sharded: its product is summed instead (a pending reduction)
+    if group is None:
+        group = shard_group(a + b)
+        if group is not None:  # FSDP2: plain ops on the local shards and one all-reduce
+            a, b = local_shards(a), local_shards(b)
     pairs = zip(a, b, strict=True)
     dots = [(x * y).sum() if is_dtensor(x) else torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]
     if dots:
@@ -45,7 +49,7 @@ def global_dot(a: list[Tensor], b: list[Tensor], group: Any = None) -> Tensor:
     else:
         dot = torch.zeros(())
     if is_dtensor(dot):
-        dot = dot.full_tensor()
+        dot = dot.full_tensor()  # type: ignore[attr-defined]
     if group is not None:
         import torch.distributed as dist
 

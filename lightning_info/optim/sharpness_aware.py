@@ -12,9 +12,11 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_info._internal.dtypes import LOW_PRECISION
-from lightning_info._internal.sharding import is_dtensor, sharded_world
+from lightning_info._internal.sharding import is_dtensor, local_shards, shard_group, sharded_world
 from lightning_info._internal.validation import check_bool, check_int
 from lightning_info.optim._passes import Closure, ClosurePasses, install
+
+Groups = list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]  # (param group, its parameters, their gradients)
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -38,8 +40,13 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0, group: Any =
     ``ord=2`` (default) is the L2 norm; ``ord=math.inf`` the largest absolute entry, NaN or Inf exactly when an entry
     is (no overflow of squares). ``group``: the process group over which the tensors are *shards* of the whole
     (FSDP1's flat-parameter shards): each rank's local norm is combined with one all-reduce (the sum of the squared
-    norms, or the maximum for ``ord=math.inf``); every rank of ``group`` must call it.
+    norms, or the maximum for ``ord=math.inf``); every rank of ``group`` must call it. DTensors sharded over one 1-D
+    mesh (FSDP2) are treated the same way, on their local shards, without a DTensor op.
     """
+    if group is None:
+        group = shard_group([t for tensors in tensor_lists for t in tensors])
+        if group is not None:  # FSDP2: plain ops on the local shards and one all-reduce
+            tensor_lists = [local_shards(tensors) for tensors in tensor_lists]
     tensor_lists = [[t for t in tensors if t.numel()] for tensors in tensor_lists]  # empty: no inf-norm identity
     norms = [n for tensors in tensor_lists if tensors for n in _foreach_norm(tensors, ord)]
     if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
@@ -52,7 +59,7 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0, group: Any =
             stacked = stacked.float()
         norm = torch.linalg.vector_norm(stacked, ord)
     if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
-        norm = norm.full_tensor()
+        norm = norm.full_tensor()  # type: ignore[attr-defined]
     if group is not None:
         norm = _combine_shard_norms(norm, ord, group)
     return norm
@@ -76,10 +83,16 @@ def _combine_shard_norms(norm: Tensor, ord: float, group: Any) -> Tensor:
 def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
     """``targets[i].copy_(sources[i])`` for all ``i``: one ``torch._foreach_copy_`` for plain tensors.
 
-    DTensors (FSDP2's sharded parameters) are copied one by one: ``_foreach_copy_`` has no sharding rule for them
-    (the other ``_foreach_*`` ops this package uses have one).
+    DTensors (FSDP2's sharded parameters) have no sharding rule for ``_foreach_copy_``: those sharded alike over one
+    1-D mesh are copied shard to shard (one ``_foreach_copy_`` of the local shards), others one by one.
     """
     if any(is_dtensor(t) for t in targets):
+        if shard_group(targets + sources) is not None and all(
+            t.placements == s.placements  # type: ignore[attr-defined]
+            for t, s in zip(targets, sources, strict=True)
+        ):
+            torch._foreach_copy_(local_shards(targets), local_shards(sources))
+            return
         for target, source in zip(targets, sources, strict=True):
             target.copy_(source)
     else:
@@ -346,7 +359,7 @@ class SharpnessAwareOptimizer(Optimizer):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         return closure
 
-    def _with_grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+    def _with_grads(self) -> Groups:
         """``(group, params, grads)`` of every group, keeping the parameters that have a gradient."""
         sharded = self._run.get("shard_group") is not None
         out = []
@@ -460,6 +473,21 @@ class SharpnessAwareOptimizer(Optimizer):
                 "supported (wrap every module with the same process_group). No weight was changed."
             )
         return next(iter(groups.values()), None)
+
+    def _local_groups(self, groups: Groups) -> tuple[Groups, Any]:
+        """``groups`` with their parameters and gradients as this rank's shards, and the group completing their norms.
+
+        FSDP1: the groups as they are (already shards) and the FSDP1 process group. FSDP2 (DTensors sharded over one
+        1-D mesh): their local shards (views: moving them moves the parameters) and the mesh's group, so elementwise
+        work runs as plain ``_foreach`` ops with no DTensor dispatch. Otherwise the groups and ``None``.
+        """
+        fsdp1 = self._run.get("shard_group")
+        if fsdp1 is not None:
+            return groups, fsdp1
+        group = shard_group([t for _, params, grads in groups for t in (*params, *grads)])
+        if group is None:
+            return groups, None
+        return [(g, local_shards(params), local_shards(grads)) for g, params, grads in groups], group
 
     def _global_norm(self, tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
         """:func:`global_norm` of the whole model: under FSDP1 the local shards' norms combined over the ranks."""
