@@ -80,7 +80,7 @@ torch.save(errors, OUT / f"errors-rank{rank}.pt")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One launch of 2 processes that runs every engine and case (about 40 s on 2 busy cores)."""
+    """One launch of 2 processes that runs every engine and case (the module took 110-150 s on 2 busy cores)."""
     root = tmp_path_factory.mktemp("distributed")
     run_ddp(root, SCRIPT, timeout=600)
     return root
