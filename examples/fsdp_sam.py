@@ -4,8 +4,8 @@ GPUs: ``python examples/fsdp_sam.py`` (every visible GPU, NCCL) or with Lightnin
 ``python examples/fsdp_sam.py fit --config examples/configs/fsdp_sam.yaml``. ``--fast``: 2 CPU processes (gloo),
 4 steps, a smoke run. The parameters are DTensors: SAM's gradient norm is global over the shards and the
 perturbation is the global batch's, so ``sync_perturbation=True`` is required (m-sharpness, a per-rank perturbation,
-cannot be held by sharded weights: SAM refuses it at the first step). Lightning's ``strategy="fsdp"`` is FSDP1,
-which SAM refuses (its flat-parameter shards give rank-local norms): use FSDP2 as here.
+cannot be held by sharded weights: SAM refuses it at the first step). Lightning's ``strategy="fsdp"`` (FSDP1)
+works as well with ``sync_perturbation=True``: SAM combines the norms of its flat-parameter shards over the ranks.
 """
 
 from __future__ import annotations

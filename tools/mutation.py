@@ -121,7 +121,12 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     (SA, "        groups[:] = base.param_groups\n", "", OPT_T),
     (SA, 'return int(self._run["step"]) % self.interval == 0', "return True", OPT_T),
     (SA, 'params = [p for p in group["params"] if p.grad is not None]', 'params = [p for p in group["params"]]', OPT_T),
-    (SA, "value = float(finiteness_norm([grads for _, _, grads in groups]))", "value = 0.0", OPT_T),
+    (
+        SA,
+        'value = float(finiteness_norm([grads for _, _, grads in groups], group=self._run.get("shard_group")))',
+        "value = 0.0",
+        OPT_T,
+    ),
     (SA, "    if math.isfinite(float(norm)):\n        return norm\n", "    return norm\n", OPT_T),
     (
         SA,
@@ -683,7 +688,7 @@ MUTANTS = [Mutant(f, o, r, t) for f, o, r, t in _RAW]
 
 #: mutants that cannot change behaviour, with the reason (not run, not counted)
 EQUIVALENT: dict[str, str] = {
-    "sharpness_aware:44:'if len({(n.dtype, n.device) for n in nor'": (
+    "sharpness_aware:52:'if len({(n.dtype, n.device) for n in nor'": (
         "on one device torch.stack promotes mixed dtypes to the widest itself; the cast only matters for norms on "
         "different devices (CPU + CUDA), which a CPU run cannot build"
     ),

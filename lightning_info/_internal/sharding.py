@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,29 @@ def is_dtensor(tensor: Tensor) -> bool:
 def sharded_world(params: list[Tensor]) -> int:
     """The largest device-mesh size over the parameters that are DTensors; 1 if none is."""
     return max((p.device_mesh.size() for p in params if is_dtensor(p)), default=1)  # type: ignore[attr-defined]
+
+
+def shard_group(tensors: list[Tensor]) -> Any:
+    """The process group over which ``tensors`` are split into disjoint local shards, if they are; else ``None``.
+
+    That is: every tensor is a DTensor on one and the same 1-D device mesh with a ``Shard`` placement (FSDP2's
+    ``fully_shard`` parameters, their gradients and copies). Then the local shards (``to_local()``, views) partition
+    the tensors: elementwise work on them is exact and a sum over all entries is the local sums added over the group.
+    """
+    if not tensors or not all(is_dtensor(t) for t in tensors):
+        return None
+    mesh = tensors[0].device_mesh  # type: ignore[attr-defined]
+    if mesh.ndim != 1 or any(
+        (t.device_mesh is not mesh and t.device_mesh != mesh) or not t.placements[0].is_shard()  # type: ignore[attr-defined]
+        for t in tensors
+    ):
+        return None
+    return mesh.get_group()
+
+
+def local_shards(tensors: list[Tensor]) -> list[Tensor]:
+    """``t.to_local()`` of each DTensor (a view of this rank's shard: writing to it writes the DTensor)."""
+    return [t.to_local() for t in tensors]  # type: ignore[attr-defined]
 
 
 def sharding_engine(module: nn.Module) -> str | None:

@@ -21,7 +21,11 @@ every other entry exactly where it was:
 
 The Fisher is estimated with the model in ``eval()`` mode (BatchNorm uses running statistics, dropout off). Under
 DDP each rank uses ``ceil(num_samples / world_size)`` samples of its shard, the Fisher is summed over ranks, and the
-masks are broadcast from rank 0, so every rank trains the same entries.
+masks are broadcast from rank 0, so every rank trains the same entries. Under FSDP2 (``fully_shard``: DTensor
+parameters) the Fisher is exact as well (:func:`~lightning_info.fisher.sharded.sharded_empirical_fisher`: every rank
+runs every rank's samples, one at a time, and squares its shard of each sample's gradient; ``mode`` is not used), the
+global top-k is taken on the gathered Fisher, and the masks are DTensors with the parameters' placements (each rank
+masks its own shard). FSDP1 is refused at train start.
 
 ``recompute_every_n_epochs=m`` is the paper's *dynamic* variant: at the start of every m-th epoch the Fisher is
 re-estimated at the current weights and new masks replace the old ones (entries that become frozen stay at their
@@ -53,11 +57,12 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_info._internal.sharding import sharding_engine
+from lightning_info._internal.sharding import is_dtensor, sharding_engine
 from lightning_info._internal.validation import check_choice, check_int, check_range
 from lightning_info.callbacks._logging import log_scalars
 from lightning_info.fisher import empirical_fisher, topk_masks
 from lightning_info.fisher.fisher import LossFn
+from lightning_info.fisher.sharded import sharded_empirical_fisher
 
 MASK_ATTRIBUTE = "fisher_mask"
 
@@ -91,7 +96,8 @@ class _MaskBuffers(nn.Module):
             m is None or m.shape != params[name].shape for name, m in masks.items()
         ):
             return None
-        return {name: m.to(device=params[name].device, dtype=torch.bool) for name, m in masks.items() if m is not None}
+        full = {name: m.full_tensor() if is_dtensor(m) else m for name, m in masks.items() if m is not None}  # type: ignore[attr-defined]
+        return {name: m.to(device=params[name].device, dtype=torch.bool) for name, m in full.items()}
 
 
 class FisherMask(Callback):
@@ -194,12 +200,16 @@ class FisherMask(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         engine = sharding_engine(pl_module)
-        if engine is not None:
+        if engine == "FSDP1":
             raise RuntimeError(
-                f"FisherMask does not support sharded models ({engine}): the per-sample Fisher needs each "
-                "parameter whole and the global top-k all of them, while each rank holds a shard. Compute the masks "
-                "on the unsharded model (FisherMask with DDP or one device, or lightning_info.fisher.empirical_fisher "
-                "and topk_masks) and train the kept entries there, or train with DDP."
+                "FisherMask does not support FSDP1 (FullyShardedDataParallel, Lightning's FSDPStrategy): each rank "
+                "holds a shard of flattened parameters, whose per-sample gradients and masks are not implemented. "
+                "Use FSDP2 (ModelParallelStrategy with fully_shard in configure_model), DDP or one device."
+            )
+        if engine == "FSDP2" and self.label == "sampled":
+            raise ValueError(
+                "FisherMask(label='sampled') is not supported under FSDP2: every rank must back-propagate the same "
+                "label of each sample. Use label='empirical' (FISH's), or DDP."
             )
         container: _MaskBuffers = getattr(pl_module, MASK_ATTRIBUTE)
         masks = container.get(self._trainable(pl_module))
@@ -240,7 +250,7 @@ class FisherMask(Callback):
             if nothing_kept:
                 param.grad = None
             else:
-                param.grad.masked_fill_(~mask, 0)
+                _local(param.grad).masked_fill_(~mask, 0)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -286,6 +296,9 @@ class FisherMask(Callback):
         stay the same. Return ``{name: tensor of the parameter's shape}`` for every trainable parameter.
         """
         params = self._trainable(pl_module)
+        if sharding_engine(pl_module) == "FSDP2":  # exact, already summed over the ranks and unsharded
+            num_samples = math.ceil(self.num_samples / trainer.world_size)
+            return sharded_empirical_fisher(pl_module, self._batches(trainer), self.loss_fn, num_samples)
         fisher = empirical_fisher(
             pl_module,
             self._batches(trainer),
@@ -312,10 +325,12 @@ class FisherMask(Callback):
         return masks
 
     def _install(self, trainer: Trainer, pl_module: LightningModule, masks: dict[str, Tensor]) -> None:
-        getattr(pl_module, MASK_ATTRIBUTE).set(masks)
         params = self._trainable(pl_module)
-        self._masked = [
-            (params[name], mask, params[name].detach().clone(), not bool(mask.any()))
+        # a sharded parameter's mask is a DTensor with its placements, cut from the full mask every rank holds
+        stored = {name: _like(params[name], mask) for name, mask in masks.items()}
+        getattr(pl_module, MASK_ATTRIBUTE).set(stored)
+        self._masked = [  # the local shards (the whole tensors when not sharded): the hooks touch no DTensor
+            (params[name], _local(stored[name]), _local(params[name]).detach().clone(), not bool(mask.any()))
             for name, mask in masks.items()
             if not bool(mask.all())
         ]
@@ -325,7 +340,8 @@ class FisherMask(Callback):
     @torch.no_grad()
     def _restore(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         for param, mask, snapshot, _ in self._masked:
-            param.copy_(torch.where(mask, param, snapshot))
+            local = _local(param)
+            local.copy_(torch.where(mask, local, snapshot))
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -350,6 +366,21 @@ class FisherMask(Callback):
         if histogram:  # a wandb.Histogram: no other logger takes one
             for logger in wandb_loggers:
                 logger.log_metrics(histogram, step=trainer.global_step)
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a DTensor (a view: writing to it writes the DTensor), or the tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]
+
+
+def _like(param: Tensor, mask: Tensor) -> Tensor:
+    """``mask`` (the full mask, the same on every rank) placed like ``param``: a DTensor if ``param`` is one."""
+    if not is_dtensor(param):
+        return mask
+    from torch.distributed.tensor import distribute_tensor
+
+    # every rank holds the full mask: each keeps its own shard, no communication (src_data_rank=None)
+    return distribute_tensor(mask, param.device_mesh, param.placements, src_data_rank=None)  # type: ignore[attr-defined]
 
 
 def _histogram(scores: dict[str, Tensor]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ clean pass has side effects outside the gradient:
   recorded instead and replayed once by :meth:`ClosurePasses.clip_once`, on the final update direction.
 - **DDP** (``local=True`` for a pass): every ``DistributedDataParallel`` module called in the pass skips its gradient
   all-reduce (what ``no_sync()`` does), so the gradient stays this rank's own.
-- **FSDP1**: a ``FullyShardedDataParallel`` module called in a pass is recorded (:attr:`ClosurePasses.fsdp1_seen`):
-  the optimizer refuses the step (its norms would be shard-local).
+- **FSDP1**: every ``FullyShardedDataParallel`` module called in a pass is recorded (:attr:`ClosurePasses.fsdp1_seen`):
+  the optimizer combines its norms over the modules' shards (each rank holds a shard of the flat parameters).
 
 All of this is per thread and needs no reference to the user's module, trainer or DDP wrapper, so the optimizers stay
 drop-in: ``forward`` of the BatchNorm classes and of ``DistributedDataParallel`` and the public
@@ -183,8 +183,8 @@ def _recorded_while_running(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
         passes = _running()
-        if passes is not None:
-            passes.fsdp1_seen = True
+        if passes is not None and all(seen is not self for seen in passes.fsdp1_seen):
+            passes.fsdp1_seen.append(self)
         return original(self, *args, **kwargs)
 
     return forward
@@ -246,8 +246,8 @@ class ClosurePasses:
         self.local = False
         #: ``DistributedDataParallel`` modules whose gradient sync a local pass skipped.
         self.ddp_seen: list[DistributedDataParallel] = []
-        #: whether an FSDP1 ``FullyShardedDataParallel`` module ran in a pass
-        self.fsdp1_seen = False
+        #: the FSDP1 ``FullyShardedDataParallel`` modules that ran in a pass
+        self.fsdp1_seen: list[Any] = []
 
     def __enter__(self) -> ClosurePasses:
         install()  # classes defined or imported since the optimizer was created (a user's BatchNorm, Lightning)

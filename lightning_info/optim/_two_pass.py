@@ -16,9 +16,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_info._internal.sharding import is_dtensor, local_shards, shard_group
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._tensor_lists import gradients, split
 from lightning_info.optim.sharpness_aware import (
+    Groups,
     SharpnessAwareOptimizer,
     copy_tensors,
     detached,
@@ -26,16 +28,33 @@ from lightning_info.optim.sharpness_aware import (
     global_norm,
 )
 
-Groups = list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]
 
+def global_dot(a: list[Tensor], b: list[Tensor], group: Any = None) -> Tensor:
+    """``sum_i <a_i, b_i>`` over all tensors, accumulated in float32 at least (float64 if any input is).
 
-def global_dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
-    """``sum_i <a_i, b_i>`` over all tensors, accumulated in float32 at least (float64 if any input is)."""
-    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)]
-    if not dots:
-        return torch.zeros(())
-    dtype = torch.float64 if any(d.dtype == torch.float64 for d in dots) else torch.float32
-    return torch.stack([d.to(device=dots[0].device, dtype=dtype) for d in dots]).sum()
+    ``group``: the process group over which the tensors are shards of the whole (FSDP1): the local sums are added
+    with one all-reduce; every rank of ``group`` must call it. DTensors sharded over one 1-D mesh (FSDP2) are treated
+    the same way, on their local shards.
+    """
+    # a DTensor (FSDP2) cannot be flattened when unevenly sharded: its product is summed instead (a pending reduction)
+    if group is None:
+        group = shard_group(a + b)
+        if group is not None:  # FSDP2: plain ops on the local shards and one all-reduce
+            a, b = local_shards(a), local_shards(b)
+    pairs = zip(a, b, strict=True)
+    dots = [(x * y).sum() if is_dtensor(x) else torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in pairs]
+    if dots:
+        dtype = torch.float64 if any(d.dtype == torch.float64 for d in dots) else torch.float32
+        dot = torch.stack([d.to(device=dots[0].device, dtype=dtype) for d in dots]).sum()
+    else:
+        dot = torch.zeros(())
+    if is_dtensor(dot):
+        dot = dot.full_tensor()  # type: ignore[attr-defined]
+    if group is not None:
+        import torch.distributed as dist
+
+        dist.all_reduce(dot, group=group)
+    return dot
 
 
 class TwoPassOptimizer(SharpnessAwareOptimizer):
@@ -90,7 +109,7 @@ class TwoPassOptimizer(SharpnessAwareOptimizer):
         """
         params = [p for _, ps, _ in groups for p in ps]
         sizes = [len(ps) for _, ps, _ in groups]
-        norm = global_norm([direction])
+        norm = self._global_norm([direction])
         value = finite_norm_value(what, norm, type(self).__name__)  # the step's one host sync
         scales = [rho / value if value > 0 else 0.0 for rho in rhos]
         saved = self._snapshot("weights", params)
@@ -104,7 +123,7 @@ class TwoPassOptimizer(SharpnessAwareOptimizer):
         if len(groups) == 1:  # ||e|| = rho ||d|| / ||d||
             self.statistics["perturbation_norm"] = norm.new_tensor(rhos[0] if value > 0 else 0.0)
         else:
-            per_group = [global_norm([d_g]) * s for d_g, s in zip(split(direction, sizes), scales, strict=True)]
+            per_group = [self._global_norm([d_g]) * s for d_g, s in zip(split(direction, sizes), scales, strict=True)]
             self.statistics["perturbation_norm"] = global_norm([per_group])
         clean, worst = detached(loss), detached(perturbed)
         if clean is not None and worst is not None:

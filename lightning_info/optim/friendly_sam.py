@@ -10,7 +10,6 @@ from torch.optim import Optimizer
 from lightning_info._internal.validation import check_range
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._two_pass import TwoPassOptimizer, split
-from lightning_info.optim.sharpness_aware import global_norm
 
 _EMA = "friendly_sam_ema"  # the per-parameter state key of the gradient EMA
 
@@ -107,7 +106,7 @@ class FriendlySAM(TwoPassOptimizer):
         params = [p for _, ps, _ in groups for p in ps]
         grads = [t for _, _, gs in groups for t in gs]
         sizes = [len(ps) for _, ps, _ in groups]
-        self.statistics["grad_norm"] = global_norm([grads])
+        self.statistics["grad_norm"] = self._global_norm([grads])
         ema = self._snapshot("ema", grads)  # m_t = lambda m_{t-1} + (1 - lambda) g_t
         direction = self._snapshot("direction", grads)  # d_t = g_t - sigma m_t
         for (group, ps, _), m_g, d_g in zip(groups, split(ema, sizes), split(direction, sizes), strict=True):

@@ -191,17 +191,17 @@ class GAM(SharpnessAwareOptimizer):
         self, params: list[Tensor], f: list[Tensor], hyper: list[dict[str, Any]], sizes: list[int], scale: float
     ) -> Tensor:
         """Go to ``theta_adv = theta + rho F / (||F|| + xi)``, ``F = scale * f``; return ``||theta_adv - theta||``."""
-        norm = global_norm([f])
+        norm = self._global_norm([f])
         value = scale * finite_norm_value("the Hessian-gradient product norm ||f||", norm, type(self).__name__)
         factors = [group["rho"] * scale / (value + self.xi) for group in hyper]
         for p_g, f_g, factor in zip(split(params, sizes), split(f, sizes), factors, strict=True):
             torch._foreach_add_(p_g, f_g, alpha=factor)
         if len(hyper) == 1:
             return norm * factors[0]
-        return global_norm([[global_norm([f_g]) * c for f_g, c in zip(split(f, sizes), factors, strict=True)]])
+        return global_norm([[self._global_norm([f_g]) * c for f_g, c in zip(split(f, sizes), factors, strict=True)]])
 
     def _norm(self, tensors: list[Tensor], what: str) -> tuple[Tensor, float]:
-        norm = global_norm([tensors])
+        norm = self._global_norm([tensors])
         return norm, finite_norm_value(what, norm, type(self).__name__)
 
     def _finite_difference(

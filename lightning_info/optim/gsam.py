@@ -148,8 +148,9 @@ class GSAM(TwoPassOptimizer):
         g = self._snapshot("clean_grad", [t for _, _, grads in groups for t in grads])
         hyper = [group for group, _, _ in groups]
         g_p, grad_norm = self._perturbed_pass(passes, loss, groups, g, [self.rho_t(h) for h in hyper], local)
+        shards = self._run.get("shard_group")
         # g_p - alpha g_perp = (1 + alpha c) g_p - alpha g with c = g.g_p / ||g_p||^2 (global), in place in .grad
-        dot, squared = torch.stack([global_dot(g, g_p), global_dot(g_p, g_p)]).tolist()
+        dot, squared = torch.stack([global_dot(g, g_p, shards), global_dot(g_p, g_p, shards)]).tolist()
         c = dot / squared if squared > 0 else 0.0
         sizes = [len(ps) for _, ps, _ in groups]
         for group, gp_g, g_g in zip(hyper, split(g_p, sizes), split(g, sizes), strict=True):

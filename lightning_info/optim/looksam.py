@@ -12,7 +12,7 @@ from lightning_info._internal.validation import check_int, check_range
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim._tensor_lists import all_reduce_mean
 from lightning_info.optim._two_pass import Groups, TwoPassOptimizer, global_dot
-from lightning_info.optim.sharpness_aware import finite_norm_value, global_norm
+from lightning_info.optim.sharpness_aware import finite_norm_value
 
 _G_V = "looksam_g_v"  # the per-parameter state key of the stored direction
 
@@ -130,7 +130,7 @@ class LookSAM(TwoPassOptimizer):
         g_v = self._snapshot("g_v", g_s)
         squared = float(grad_norm) ** 2  # synced already by the perturbation
         if squared > 0:
-            torch._foreach_add_(g_v, g, alpha=-float(global_dot(g, g_s)) / squared)
+            torch._foreach_add_(g_v, g, alpha=-float(global_dot(g, g_s, self._run.get("shard_group"))) / squared)
         if local and passes.ddp_seen:
             all_reduce_mean(g_s + g_v, passes.ddp_seen[0].process_group)
         self._after_base_step(lambda: self._store_state(_G_V, params, g_v))
@@ -141,7 +141,9 @@ class LookSAM(TwoPassOptimizer):
             all_reduce_mean(grads, passes.ddp_seen[0].process_group)
         stored = [[(g, self.state[p][_G_V]) for p, g in zip(ps, gs, strict=True) if _G_V in self.state[p]]
                   for _, ps, gs in groups]  # fmt: skip
-        norms = torch.stack([global_norm([grads]), global_norm([[v for pairs in stored for _, v in pairs]])])
+        norms = torch.stack(
+            [self._global_norm([grads]), self._global_norm([[v for pairs in stored for _, v in pairs]])]
+        )
         grad_norm, v_norm = norms.tolist()  # one host sync
         if not math.isfinite(grad_norm):
             finite_norm_value("the gradient norm ||g||", norms[0], type(self).__name__)  # raises

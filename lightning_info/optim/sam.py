@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from lightning_info._internal.validation import check_range
 from lightning_info.optim._passes import ClosurePasses
 from lightning_info.optim.sharpness_aware import (
+    Groups,
     SharpnessAwareOptimizer,
     copy_tensors,
     detached,
@@ -130,7 +131,8 @@ class SAM(SharpnessAwareOptimizer):
         if zero_grad:
             self.zero_grad()
 
-    def _perturb(self, groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]) -> None:
+    def _perturb(self, groups: Groups) -> None:
+        groups, shards = self._local_groups(groups)  # sharded: this rank's shards, norms completed over ``shards``
         scaled: list[list[Tensor]] = []  # T g per group (T = 1 for plain SAM)
         directions: list[list[Tensor]] = []  # T^2 g per group: the direction of the perturbation
         for group, params, grads in groups:
@@ -143,7 +145,7 @@ class SAM(SharpnessAwareOptimizer):
             else:
                 scaled.append(grads)
                 directions.append(grads)
-        norm = global_norm(scaled)
+        norm = global_norm(scaled, group=shards)
         value = finite_norm_value("the gradient norm ||T g||", norm, type(self).__name__)  # the step's one sync
         scales = [group["rho"] / value if value > 0 else 0.0 for group, _, _ in groups]  # zero gradient: e = 0
         every = [p for _, params, _ in groups for p in params]
@@ -152,11 +154,11 @@ class SAM(SharpnessAwareOptimizer):
             if scale:
                 torch._foreach_add_(params, direction, alpha=scale)  # w + e in one kernel per tensor
         plain = not any(group["adaptive"] for group, _, _ in groups)
-        self.statistics["grad_norm"] = norm if plain else global_norm([grads for _, _, grads in groups])
+        self.statistics["grad_norm"] = norm if plain else global_norm([grads for _, _, grads in groups], group=shards)
         if plain and len(groups) == 1:  # ||e|| = rho ||g|| / ||g||: no extra reduction
             self.statistics["perturbation_norm"] = norm.new_tensor(groups[0][0]["rho"] if value > 0 else 0.0)
         else:
-            per_group = [global_norm([d]) * s for d, s in zip(directions, scales, strict=True)]
+            per_group = [global_norm([d], group=shards) * s for d, s in zip(directions, scales, strict=True)]
             self.statistics["perturbation_norm"] = global_norm([per_group])
 
     @torch.no_grad()

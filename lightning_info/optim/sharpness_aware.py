@@ -12,9 +12,11 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from lightning_info._internal.dtypes import LOW_PRECISION
-from lightning_info._internal.sharding import is_dtensor, sharded_world
+from lightning_info._internal.sharding import is_dtensor, local_shards, shard_group, sharded_world
 from lightning_info._internal.validation import check_bool, check_int
 from lightning_info.optim._passes import Closure, ClosurePasses, install
+
+Groups = list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]  # (param group, its parameters, their gradients)
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -32,46 +34,80 @@ def _foreach_norm(tensors: list[Tensor], ord: float) -> tuple[Tensor, ...]:
     return torch._foreach_norm(tensors, ord)
 
 
-def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
+def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0, group: Any = None) -> Tensor:
     """Norm of all tensors of all lists together (one ``torch._foreach_norm`` per list), at least in float32.
 
     ``ord=2`` (default) is the L2 norm; ``ord=math.inf`` the largest absolute entry, NaN or Inf exactly when an entry
-    is (no overflow of squares).
+    is (no overflow of squares). ``group``: the process group over which the tensors are *shards* of the whole
+    (FSDP1's flat-parameter shards): each rank's local norm is combined with one all-reduce (the sum of the squared
+    norms, or the maximum for ``ord=math.inf``); every rank of ``group`` must call it. DTensors sharded over one 1-D
+    mesh (FSDP2) are treated the same way, on their local shards, without a DTensor op.
     """
+    if group is None:
+        group = shard_group([t for tensors in tensor_lists for t in tensors])
+        if group is not None:  # FSDP2: plain ops on the local shards and one all-reduce
+            tensor_lists = [local_shards(tensors) for tensors in tensor_lists]
+    tensor_lists = [[t for t in tensors if t.numel()] for tensors in tensor_lists]  # empty: no inf-norm identity
     norms = [n for tensors in tensor_lists if tensors for n in _foreach_norm(tensors, ord)]
-    if not norms:
-        return torch.zeros(())
     if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
         norms = [n.to(device=norms[0].device, dtype=torch.float64) for n in norms]
-    stacked = torch.stack(norms)
-    if stacked.dtype not in (torch.float32, torch.float64):
-        stacked = stacked.float()
-    norm = torch.linalg.vector_norm(stacked, ord)
+    if not norms:
+        norm = torch.zeros(())
+    else:
+        stacked = torch.stack(norms)
+        if stacked.dtype not in (torch.float32, torch.float64):
+            stacked = stacked.float()
+        norm = torch.linalg.vector_norm(stacked, ord)
     if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
-        norm = norm.full_tensor()
+        norm = norm.full_tensor()  # type: ignore[attr-defined]
+    if group is not None:
+        norm = _combine_shard_norms(norm, ord, group)
     return norm
 
 
-def finiteness_norm(tensor_lists: list[list[Tensor]]) -> Tensor:
+def _combine_shard_norms(norm: Tensor, ord: float, group: Any) -> Tensor:
+    """The norm of the whole from each rank's ``norm`` of its shard (one all-reduce over ``group``)."""
+    import torch.distributed as dist
+
+    if ord == math.inf:
+        norm = norm.clone()
+        dist.all_reduce(norm, op=dist.ReduceOp.MAX, group=group)
+        return norm
+    if ord != 2:
+        raise ValueError(f"ord must be 2 or math.inf to combine the norms of shards, got {ord}")
+    squared = norm.square()
+    dist.all_reduce(squared, group=group)
+    return squared.sqrt()
+
+
+def finiteness_norm(tensor_lists: list[list[Tensor]], group: Any = None) -> Tensor:
     """A norm of all the tensors that is NaN or Inf exactly when one of their entries is (one host sync).
 
     The L2 norm (:func:`global_norm`); only when that is not finite (a NaN/Inf entry, or squares that overflowed) the
     largest absolute entry, ``ord=inf``, which decides. ``ord=inf`` alone would do, but ``torch._foreach_norm`` with
-    it is about 20 times slower than the L2 norm on CPU (0.9 ms for 0.1M float32 entries on one thread).
+    it is about 20 times slower than the L2 norm on CPU (0.9 ms for 0.1M float32 entries on one thread). ``group``: as
+    in :func:`global_norm` (the shards' norms combined; every rank takes the same branch, as the combined L2 norm is
+    the same on all of them).
     """
-    norm = global_norm(tensor_lists)
+    norm = global_norm(tensor_lists, group=group)
     if math.isfinite(float(norm)):
         return norm
-    return global_norm(tensor_lists, ord=math.inf)
+    return global_norm(tensor_lists, ord=math.inf, group=group)
 
 
 def copy_tensors(targets: list[Tensor], sources: list[Tensor]) -> None:
     """``targets[i].copy_(sources[i])`` for all ``i``: one ``torch._foreach_copy_`` for plain tensors.
 
-    DTensors (FSDP2's sharded parameters) are copied one by one: ``_foreach_copy_`` has no sharding rule for them
-    (the other ``_foreach_*`` ops this package uses have one).
+    DTensors (FSDP2's sharded parameters) have no sharding rule for ``_foreach_copy_``: those sharded alike over one
+    1-D mesh are copied shard to shard (one ``_foreach_copy_`` of the local shards), others one by one.
     """
     if any(is_dtensor(t) for t in targets):
+        if shard_group(targets + sources) is not None and all(
+            t.placements == s.placements  # type: ignore[attr-defined]
+            for t, s in zip(targets, sources, strict=True)
+        ):
+            torch._foreach_copy_(local_shards(targets), local_shards(sources))
+            return
         for target, source in zip(targets, sources, strict=True):
             target.copy_(source)
     else:
@@ -339,10 +375,15 @@ class SharpnessAwareOptimizer(Optimizer):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         return closure
 
-    def _with_grads(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+    def _with_grads(self) -> Groups:
         """``(group, params, grads)`` of every group, keeping the parameters that have a gradient."""
+        sharded = self._run.get("shard_group") is not None
         out = []
         for group in self.param_groups:
+            if sharded:  # FSDP1: a parameter outside this rank's shard is empty, without .grad; the lists must align
+                for p in group["params"]:
+                    if p.grad is None and p.numel() == 0:
+                        p.grad = torch.zeros_like(p)
             params = [p for p in group["params"] if p.grad is not None]
             if params:
                 out.append((group, params, [p.grad for p in params]))
@@ -378,7 +419,7 @@ class SharpnessAwareOptimizer(Optimizer):
         groups = self._with_grads()
         if not groups:
             return
-        value = float(finiteness_norm([grads for _, _, grads in groups]))
+        value = float(finiteness_norm([grads for _, _, grads in groups], group=self._run.get("shard_group")))
         if not math.isfinite(value):
             self.statistics.clear()
             raise NonFiniteGradientError(
@@ -393,12 +434,15 @@ class SharpnessAwareOptimizer(Optimizer):
         """Refuse what the sharded engines cannot do (before any weight moves; ``passes=None``: manual first step).
 
         FSDP2 parameters are DTensors: their norms are global and their copies per tensor, so synchronised
-        perturbations are exact. A per-rank perturbation (m-sharpness) would need each rank's own full perturbed
-        weights, which sharded parameters cannot hold. FSDP1 flattens the parameters into shards whose norms are
-        rank-local.
+        perturbations are exact. Under FSDP1 each rank holds a shard of the flattened parameters: the perturbation is
+        elementwise on the shards (exact) and every norm and dot product is combined over the shards
+        (:attr:`_shard_group`). A per-rank perturbation (m-sharpness) would need each rank's own full perturbed
+        weights, which sharded parameters cannot hold: refused under both.
         """
         name = type(self).__name__
-        params = [p for group in self.param_groups for p in group["params"]] if passes is None else []
+        params = [p for group in self.param_groups for p in group["params"]]
+        if passes is None:
+            self._run["shard_group"] = None
         if passes is None and not self.sync_perturbation and sharded_world(params) > 1:  # checked once per step
             raise ValueError(
                 f"{name}(sync_perturbation=False) cannot run with sharded (DTensor) parameters (FSDP2's fully_shard or "
@@ -408,12 +452,60 @@ class SharpnessAwareOptimizer(Optimizer):
                 "m-sharpness. No weight was changed."
             )
         if passes is not None and passes.fsdp1_seen:
-            raise RuntimeError(
-                f"{name} does not support FSDP1 (torch.distributed.fsdp.FullyShardedDataParallel, Lightning's "
-                "FSDPStrategy): each rank holds a shard of the flattened parameters, so the gradient norms of the "
-                "perturbation would be rank-local. Use FSDP2: Lightning's ModelParallelStrategy with fully_shard in "
-                "configure_model, and sync_perturbation=True. No weight was changed."
+            self._run["shard_group"] = self._fsdp1_group(passes.fsdp1_seen, params)
+
+    def _fsdp1_group(self, modules: list[Any], params: list[Tensor]) -> Any:
+        """The process group over which FSDP1 ``modules`` shard ``params`` (``None``: ``NO_SHARD``, not sharded).
+
+        Raises:
+            ValueError: ``sync_perturbation=False`` (m-sharpness), or the modules shard over different groups.
+            RuntimeError: a parameter of this optimizer is outside every FSDP1 module (its norm would be counted once
+                per rank).
+        """
+        name = type(self).__name__
+        if not self.sync_perturbation:
+            raise ValueError(
+                f"{name}(sync_perturbation=False) cannot run under FSDP1 (FullyShardedDataParallel, Lightning's "
+                "FSDPStrategy): m-sharpness perturbs each rank's weights with its own gradient, but FSDP1 reduces "
+                "every pass's gradient over the ranks and each rank holds one shard of a single set of weights. Set "
+                "sync_perturbation=True (the global-batch perturbation, exact under FSDP1), or train with DDP for "
+                "m-sharpness. No weight was changed."
             )
+        managed = {id(p) for module in modules for p in module.parameters()}
+        outside = sum(id(p) not in managed for p in params)
+        if outside:
+            raise RuntimeError(
+                f"{name}: {outside} of its {len(params)} parameters are outside every FSDP1 FullyShardedDataParallel "
+                "module that ran in the closure: their norms would be counted once per rank. Wrap the whole model "
+                "(e.g. an FSDP1 root around the module), or give the optimizer only the wrapped parameters. No weight "
+                "was changed."
+            )
+        groups = {id(m.process_group): m.process_group for m in modules if m.sharding_strategy.name != "NO_SHARD"}
+        if len(groups) > 1:
+            raise ValueError(
+                f"{name}: the FSDP1 modules shard over {len(groups)} different process groups; one group is "
+                "supported (wrap every module with the same process_group). No weight was changed."
+            )
+        return next(iter(groups.values()), None)
+
+    def _local_groups(self, groups: Groups) -> tuple[Groups, Any]:
+        """``groups`` with their parameters and gradients as this rank's shards, and the group completing their norms.
+
+        FSDP1: the groups as they are (already shards) and the FSDP1 process group. FSDP2 (DTensors sharded over one
+        1-D mesh): their local shards (views: moving them moves the parameters) and the mesh's group, so elementwise
+        work runs as plain ``_foreach`` ops with no DTensor dispatch. Otherwise the groups and ``None``.
+        """
+        fsdp1 = self._run.get("shard_group")
+        if fsdp1 is not None:
+            return groups, fsdp1
+        group = shard_group([t for _, params, grads in groups for t in (*params, *grads)])
+        if group is None:
+            return groups, None
+        return [(g, local_shards(params), local_shards(grads)) for g, params, grads in groups], group
+
+    def _global_norm(self, tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
+        """:func:`global_norm` of the whole model: under FSDP1 the local shards' norms combined over the ranks."""
+        return global_norm(tensor_lists, ord, group=self._run.get("shard_group"))
 
     def _clean_pass(self, passes: ClosurePasses) -> Any:
         self._check_engine(None)

@@ -142,7 +142,8 @@ class WSAM(TwoPassOptimizer):
         copy_tensors(g_tilde, g)
         if local and passes.ddp_seen:
             all_reduce_mean(g_tilde + term, passes.ddp_seen[0].process_group)
-        finite_norm_value("the sharpness term g~ - g (largest entry)", finiteness_norm([term]), "WSAM")
+        term_norm = finiteness_norm([term], group=self._run.get("shard_group"))
+        finite_norm_value("the sharpness term g~ - g (largest entry)", term_norm, "WSAM")
         params = [p for _, ps, _ in groups for p in ps]
         steps = [(p_g, t_g, kappa, h) for p_g, t_g, kappa, h in zip(split(params, sizes), split(term, sizes),
                                                                      kappas, hyper, strict=True)]  # fmt: skip

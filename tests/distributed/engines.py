@@ -25,7 +25,7 @@ from lightning_info.callbacks import (
     LossTermCallback,
 )
 from lightning_info.distill import MCMICallback
-from lightning_info.optim import GAM, SAM
+from lightning_info.optim import GAM, GSAM, SAM, WSAM, FriendlySAM, LookSAM
 from tests.helpers.lightning import RecordingLogger, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyTransformer, classification_data, loader
 
@@ -40,6 +40,10 @@ CASES: dict[str, OptimizerFactory] = {
     "asam": lambda p: SAM(p, torch.optim.SGD, rho=0.5, adaptive=True, sync_perturbation=True, **SGD),
     "sam_every2": lambda p: SAM(p, torch.optim.SGD, rho=0.05, interval=2, sync_perturbation=True, **SGD),
     "gam": lambda p: GAM(p, torch.optim.SGD, rho=0.05, alpha=0.1, sync_perturbation=True, **SGD),
+    "gsam": lambda p: GSAM(p, torch.optim.SGD, rho=0.05, alpha=0.3, sync_perturbation=True, **SGD),
+    "looksam": lambda p: LookSAM(p, torch.optim.SGD, rho=0.05, k=2, sync_perturbation=True, **SGD),
+    "wsam": lambda p: WSAM(p, torch.optim.SGD, rho=0.05, sync_perturbation=True, **SGD),
+    "friendly_sam": lambda p: FriendlySAM(p, torch.optim.SGD, rho=0.05, sync_perturbation=True, **SGD),
 }
 
 
@@ -48,7 +52,11 @@ class CPUFSDPStrategy(FSDPStrategy):
 
 
 class ShardedMLP(MLPClassifier):
-    """The test MLP, sharded layer by layer in ``configure_model`` for FSDP2 or FSDP1 (``engine``)."""
+    """The test MLP, sharded layer by layer in ``configure_model`` for FSDP2 or FSDP1 (``engine``).
+
+    ``"fsdp1"`` wraps with ``use_orig_params=True`` (the optimizer sees the original parameters' shards),
+    ``"fsdp1_flat"`` with ``use_orig_params=False`` (it sees the padded flat-parameter shards).
+    """
 
     def __init__(self, engine: str, **kwargs: Any) -> None:
         super().__init__(in_dim=IN_DIM, hidden=6, num_classes=3, **kwargs)
@@ -63,11 +71,12 @@ class ShardedMLP(MLPClassifier):
                 if isinstance(layer, nn.Linear):
                     fully_shard(layer, mesh=mesh)
             fully_shard(self.net, mesh=mesh)
-        elif self.engine == "fsdp1":
+        elif self.engine in ("fsdp1", "fsdp1_flat"):
             from torch.distributed.fsdp import FullyShardedDataParallel
 
             if not isinstance(self.net, FullyShardedDataParallel):
-                self.net = FullyShardedDataParallel(self.net, device_id=torch.device("cpu"), use_orig_params=True)
+                orig = self.engine == "fsdp1"
+                self.net = FullyShardedDataParallel(self.net, device_id=torch.device("cpu"), use_orig_params=orig)
 
 
 def strategy(engine: str) -> Strategy:
@@ -76,7 +85,7 @@ def strategy(engine: str) -> Strategy:
         return DDPStrategy()
     if engine == "fsdp2":
         return ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-    if engine == "fsdp1":
+    if engine in ("fsdp1", "fsdp1_flat"):
         return CPUFSDPStrategy()
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
