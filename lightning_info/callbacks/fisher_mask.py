@@ -25,7 +25,7 @@ masks are broadcast from rank 0, so every rank trains the same entries. Under FS
 parameters) the Fisher is exact as well (:func:`~lightning_info.fisher.sharded.sharded_empirical_fisher`: every rank
 runs every rank's samples, one at a time, and squares its shard of each sample's gradient; ``mode`` is not used), the
 global top-k is taken on the gathered Fisher, and the masks are DTensors with the parameters' placements (each rank
-masks its own shard). FSDP1 is refused at train start.
+masks its own shard). FSDP1 and DeepSpeed are refused at train start.
 
 ``recompute_every_n_epochs=m`` is the paper's *dynamic* variant: at the start of every m-th epoch the Fisher is
 re-estimated at the current weights and new masks replace the old ones (entries that become frozen stay at their
@@ -52,6 +52,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
@@ -199,6 +200,13 @@ class FisherMask(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
+            raise RuntimeError(
+                "FisherMask does not support DeepSpeed (Lightning's DeepSpeedStrategy): its engine keeps its own "
+                "(partitioned) gradients and fp32 master weights and steps them itself, so the mask can neither be "
+                "applied to the gradients nor keep the frozen entries unchanged. Use DDP, FSDP2 "
+                "(ModelParallelStrategy with fully_shard in configure_model) or one device."
+            )
         engine = sharding_engine(pl_module)
         if engine == "FSDP1":
             raise RuntimeError(

@@ -1,13 +1,17 @@
-"""DeepSpeed steps optimizers without a closure: SAM/GAM say so (tested with a stand-in, DeepSpeed not needed)."""
+"""DeepSpeed steps optimizers without a closure: SAM/GAM say so; FisherMask refuses DeepSpeed (stand-ins, no DeepSpeed)."""
 
 from __future__ import annotations
 
 import sys
 import types
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from lightning.pytorch.strategies import DeepSpeedStrategy
+
+from lightning_info.callbacks import FisherMask
 from lightning_info.optim import GAM, SAM
 
 
@@ -31,3 +35,15 @@ def test_without_deepspeed_the_message_points_to_the_precision_plugin() -> None:
     optimizer = SAM(torch.nn.Linear(3, 1).parameters(), torch.optim.SGD, lr=0.1)
     with pytest.raises(TypeError, match="SharpnessAwarePrecision"):
         optimizer.step()
+
+
+def test_fisher_mask_refuses_deepspeed_before_touching_the_model() -> None:
+    module = torch.nn.Linear(3, 1)
+    before = [p.detach().clone() for p in module.parameters()]
+    callback = FisherMask(keep_ratio=0.5)
+    trainer = SimpleNamespace(strategy=DeepSpeedStrategy.__new__(DeepSpeedStrategy))  # no deepspeed needed
+    with pytest.raises(RuntimeError, match=r"FisherMask does not support DeepSpeed") as info:
+        callback.on_train_start(trainer, module)  # type: ignore[arg-type]
+    assert "FSDP2" in str(info.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+    assert not any(p._backward_hooks for p in module.parameters())  # no mask hook installed
