@@ -1,4 +1,4 @@
-"""DeepSpeed steps optimizers without a closure: SAM/GAM say so; FisherMask refuses DeepSpeed (stand-ins, no DeepSpeed)."""
+"""DeepSpeed: SAM/GAM refuse a step without a closure, FisherMask refuses it at train start (stand-ins)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
 from lightning_info.callbacks import FisherMask
