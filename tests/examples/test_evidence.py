@@ -89,6 +89,7 @@ def test_top_hessian_eigenvalue_matches_the_dense_hessian() -> None:
     assert script.top_hessian_eigenvalue(model, x, y, iterations=200) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "model_class", "datamodule_class"),
     [
@@ -97,10 +98,11 @@ def test_top_hessian_eigenvalue_matches_the_dense_hessian() -> None:
         ("fish_shift", "WideMLP", "ShiftedDigits"),
     ],
 )
-def test_evidence_lightning_cli_config_instantiates(
+def test_evidence_lightning_cli_config_instantiates_and_fits_one_batch(
     name: str, model_class: str, datamodule_class: str, tmp_path: Path
 ) -> None:
     pytest.importorskip("wandb")  # the configs log to W&B offline
+    pytest.importorskip("sklearn")
     from lightning.pytorch.cli import LightningCLI
 
     script = load_script(f"examples/evidence/{name}.py")
@@ -108,12 +110,14 @@ def test_evidence_lightning_cli_config_instantiates(
     cli = LightningCLI(
         getattr(script, model_class),
         getattr(script, datamodule_class),
-        args=["--config", str(path), f"--trainer.logger.init_args.save_dir={tmp_path}"],
+        args=["--config", str(path), f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.fast_dev_run=true"],
         run=False,
     )
     spec = yaml.safe_load(path.read_text())
     assert {k: cli.model.hparams[k] for k in spec["model"]} == spec["model"]
     assert all(getattr(cli.datamodule, k) == v for k, v in spec["data"].items())
-    assert cli.trainer.max_epochs == spec["trainer"]["max_epochs"]
+    assert cli.config["trainer"]["max_epochs"] == spec["trainer"]["max_epochs"]
     expected = [c["class_path"].rsplit(".", 1)[1] for c in spec["trainer"].get("callbacks", [])]
     assert set(expected) <= {type(c).__name__ for c in cli.trainer.callbacks}  # type: ignore[attr-defined]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
