@@ -5,9 +5,9 @@ claim at CPU size: scikit-learn's digits (seeded 70/15/15 split of the 1,797 8x8
 ``64 -> 512 -> 512 -> 10``, SGD (momentum 0.9, weight decay 5e-4, cosine schedule) wrapped by the library's
 ``SAM``, ``SAM(adaptive=True)`` (ASAM), ``GSAM`` or ``LookSAM`` (``lightning_info.optim``, defaults otherwise), and
 random +-1-pixel shifts of every training image (zero fill; the issue's pilot found that without augmentation every
-optimizer memorises the wrong labels and ends within a point of the others). Label noise on the training *and validation* labels, clean test
-labels: ``symmetric`` replaces a fraction of the labels by a different class drawn uniformly, ``asymmetric`` maps
-class ``c`` to ``c + 1 mod 10``.
+optimizer memorises the wrong labels and ends within a point of the others). Label noise on the training *and
+validation* labels, clean test labels: ``symmetric`` replaces a fraction of the labels by a different class drawn
+uniformly, ``asymmetric`` maps class ``c`` to ``c + 1 mod 10``.
 
 Protocol: for each (noise, optimizer) rho is chosen from a grid by the mean over seeds of the last-epoch accuracy on
 the validation split *with the same kind of noisy labels as training* -- what a user with noisy data has; the clean
