@@ -356,6 +356,7 @@ def _figure(results: dict[str, Any], path: Path) -> None:
     axes[0].set_title("last-epoch test accuracy (ρ chosen on noisy validation)")
     axes[0].legend(fontsize=8)
     axes[1].set_xscale("log")
+    axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
     axes[1].set_xlabel("top Hessian eigenvalue of the training loss")
     axes[1].set_ylabel("clean test accuracy (%)")
     axes[1].set_title("accuracy vs sharpness (marker = " + ", ".join(f"{'osD^v'[j]} {s}" for j, s in
