@@ -20,6 +20,8 @@ and the paired difference to MSE (same seed = same data, noise and initialisatio
 Run: ``python examples/evidence/cs_ib_heavy_tails.py --out runs/evidence/cs_ib`` (``--fast`` for a seconds-long
 smoke run). Writes ``results.md`` (table), ``results.json`` and ``rmse.png`` under ``--out``; each training run logs
 ``train/loss`` (and the CS-IB terms for CS-IB) to W&B offline when wandb is importable (else CSV), grouped by noise.
+One model with LightningCLI: ``python examples/evidence/cs_ib_heavy_tails.py fit --config
+examples/configs/evidence_cs_ib_heavy_tails.yaml``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -77,6 +80,20 @@ def make_data(kind: str, seed: int, n_train: int, n_val: int, n_test: int) -> di
             y = y + make_noise(kind, n, gen)
         splits[name] = (x, y)
     return splits
+
+
+class HeavyTailData(LightningDataModule):
+    """The training split of :func:`make_data` (noisy targets) as a data module, for LightningCLI."""
+
+    def __init__(self, noise: str = "student-t2", seed: int = 0, n_train: int = 1000, batch_size: int = 100) -> None:
+        super().__init__()
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+        self.noise, self.seed, self.n_train, self.batch_size = noise, seed, n_train, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        train = make_data(self.noise, self.seed, self.n_train, 1, 1)["train"]
+        return DataLoader(TensorDataset(*train), batch_size=self.batch_size, shuffle=True)
 
 
 class Regressor(LightningModule):
@@ -295,5 +312,15 @@ def _figure(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def cli_main() -> None:
+    """``LightningCLI`` entry point (``fit --config examples/configs/evidence_cs_ib_heavy_tails.yaml``)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(Regressor, HeavyTailData)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "fit":
+        cli_main()
+    else:
+        main()

@@ -18,7 +18,8 @@ differences to full fine-tuning and to FISH (same seed = same data and pretraine
 
 Run: ``python examples/evidence/fish_shift.py --out runs/evidence/fish_shift`` (``--fast`` for a smoke run). Writes
 ``results.md``, ``results.json`` and ``accuracy.png`` under ``--out``; fine-tuning runs log ``train/loss`` and the
-``fisher/*`` keys to W&B offline when wandb is importable (else CSV).
+``fisher/*`` keys to W&B offline when wandb is importable (else CSV). One model with LightningCLI: ``python
+examples/evidence/fish_shift.py fit --config examples/configs/evidence_fish_shift.yaml``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -62,6 +64,22 @@ def make_data(seed: int, labels: int, noise: float) -> dict[str, tuple[Tensor, T
     shifted[:, :, 1:] = images[:, :, :-1]  # one pixel to the right, zero fill
     shifted = shifted.reshape(-1, 64) + noise * torch.randn(len(y), 64, generator=gen)
     return {name: ((x if name == "pretrain" else shifted)[i], y[i]) for name, i in parts.items()}
+
+
+class ShiftedDigits(LightningDataModule):
+    """One split of :func:`make_data` (``pretrain``: clean; ``finetune``: ``labels`` shifted images), for the CLI."""
+
+    def __init__(
+        self, split: str = "finetune", seed: int = 0, labels: int = 300, noise: float = 0.1, batch_size: int = 32
+    ) -> None:
+        super().__init__()
+        if split not in ("pretrain", "finetune"):
+            raise ValueError(f"split must be 'pretrain' or 'finetune', got {split!r}")
+        self.split, self.seed, self.labels, self.noise, self.batch_size = split, seed, labels, noise, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        data = make_data(self.seed, self.labels, self.noise)[self.split]
+        return DataLoader(TensorDataset(*data), batch_size=self.batch_size, shuffle=True)
 
 
 class WideMLP(LightningModule):
@@ -281,5 +299,15 @@ def _figure(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def cli_main() -> None:
+    """``LightningCLI`` entry point (``fit --config examples/configs/evidence_fish_shift.yaml``)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(WideMLP, ShiftedDigits)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "fit":
+        cli_main()
+    else:
+        main()
