@@ -97,7 +97,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
         self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
-        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), ACTIVATIONS[activation](), nn.Linear(4 * d_model, d_model))
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), ACTIVATIONS[activation](), nn.Linear(4 * d_model, d_model)
+        )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.norm1(x)
@@ -175,7 +177,9 @@ def make_logger(out: Path, name: str, kind: str) -> Logger:
 def run(config: str, args: argparse.Namespace, data: StdlibText, out: Path) -> dict[str, Any]:
     """Train one configuration; return its validation loss and per-layer normalised entropies."""
     seed_everything(args.seed, workers=True, verbose=False)
-    size = {"d_model": 32, "heads": 2, "layers": 2} if args.fast else {"d_model": 64, "heads": 4, "layers": 4}
+    size: dict[str, Any] = (
+        {"d_model": 32, "heads": 2, "layers": 2} if args.fast else {"d_model": 64, "heads": 4, "layers": 4}
+    )
     model = CharLM(**size, context=args.context, layer_norm=config == "baseline")
     every = max(1, args.steps // 20)
     callbacks: list[Any] = []

@@ -53,7 +53,8 @@ def _load_lm_example() -> ModuleType:
     """``examples/entropy_guided_lm.py`` (model, data and entropy measurement), imported by path."""
     name = "examples_entropy_guided_lm"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "entropy_guided_lm.py")
+        path = Path(__file__).resolve().parents[1] / "entropy_guided_lm.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -69,7 +70,8 @@ def _logger(out: Path, name: str, group: str, wandb: bool) -> Logger:
         try:
             from lightning.pytorch.loggers import WandbLogger
 
-            return WandbLogger(offline=True, save_dir=str(out), project="lightning-info-evidence", name=name, group=group)
+            project = "lightning-info-evidence"
+            return WandbLogger(offline=True, save_dir=str(out), project=project, name=name, group=group)
         except (ImportError, ModuleNotFoundError):
             pass
     return CSVLogger(str(out), name=name)
@@ -184,7 +186,11 @@ def _table(results: dict[str, Any], args: argparse.Namespace, cpu_minutes: float
         "|---|---|---|---|---|---|---|",
     ]
     for config, res in results.items():
-        delta = "—" if config == "ln_free" else _mean_std([a - b for a, b in zip(res["val_loss"], base["val_loss"])])
+        delta = (
+            "—"
+            if config == "ln_free"
+            else _mean_std([a - b for a, b in zip(res["val_loss"], base["val_loss"], strict=True)])
+        )
         ppl = _mean_std([math.exp(v) for v in res["val_loss"]], 2)
         over = " / ".join(_mean_std(res[f"overload_{p}"], 2) for p in ("all", "first2", "last2"))
         coll = " / ".join(_mean_std(res[f"collapse_{p}"], 2) for p in ("all", "first2", "last2"))

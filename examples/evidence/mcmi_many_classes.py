@@ -36,6 +36,7 @@ import copy
 import json
 import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,8 @@ def teachers_for_seed(seed: int, data: dict[str, TensorDataset], args: argparse.
     for centroids in CENTROIDS:
         for lam in args.lams:
             momentum = 0.99 if centroids == "ema" else 0.9  # momentum is unused by batch centroids
-            criterion = MCMILoss(CLASSES, lam, centroids=centroids, momentum=momentum)
-            variants.append((f"MCMI {centroids} lam={lam:g}", criterion))
+            mcmi = MCMILoss(CLASSES, lam, centroids=centroids, momentum=momentum)
+            variants.append((f"MCMI {centroids} lam={lam:g}", mcmi))
     teachers: dict[str, nn.Module] = {}
     for name, criterion in variants:
         seed_everything(seed + 1, verbose=False)
@@ -189,7 +190,10 @@ def student_accuracies(
     labelled = labelled_subset(data["train"], args.label_fraction, seed)
     seed_everything(seed + 2, verbose=False)
     student = mlp((64,))
-    opt = lambda params: torch.optim.Adam(params, lr=1e-2)  # noqa: E731
+
+    def opt(params: Iterable[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=1e-2)
+
     module: LightningModule
     if teacher is None:
         module = Teacher(student, lr=1e-2)
@@ -269,10 +273,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for key, value in row.items():
                 rows[name].setdefault(key, []).append(value)
             logger.log_metrics({f"{_key(name)}/{key}": value for key, value in row.items()}, step=index)
-    chosen = {
-        c: max(args.lams, key=lambda lam, c=c: statistics.mean(rows[f"MCMI {c} lam={lam:g}"]["student_val"]))
-        for c in CENTROIDS
-    }
+
+    def student_val(centroids: str, lam: float) -> float:
+        return statistics.mean(rows[f"MCMI {centroids} lam={lam:g}"]["student_val"])
+
+    chosen: dict[str, float] = {}
+    for centroids in CENTROIDS:
+        chosen[centroids] = max(args.lams, key=lambda lam: student_val(centroids, lam))
     cpu_minutes = (time.process_time() - start) / 60
     wall_minutes = (time.perf_counter() - wall_start) / 60
     results = {"rows": rows, "chosen_lam": chosen, "bayes_test_acc": bayes_acc}
@@ -330,7 +337,10 @@ def _figure(results: dict[str, Any], lams: list[float], path: Path) -> None:
         return
     rows = results["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    panels = (("teacher_kl_bayes", "teacher KL(Bayes || teacher), nats", 1.0), ("student_test", "student test acc", 100))
+    panels = (
+        ("teacher_kl_bayes", "teacher KL(Bayes || teacher), nats", 1.0),
+        ("student_test", "student test acc", 100.0),
+    )
     for ax, (metric, title, scale) in zip(axes, panels, strict=True):
         for reference, style in (("CE", "k--"), ("Bayes oracle", "g:")):
             if metric in rows[reference] and (reference == "CE" or metric != "teacher_kl_bayes"):
