@@ -56,6 +56,6 @@ def test_ega_depth_head_fractions() -> None:
     script = load_script("examples/evidence/ega_depth.py")
     entropy = [[0.9, 0.5], [0.8, 0.1], [0.2, 0.3], [0.1, 0.05]]  # 4 layers x 2 heads
     fractions = script.head_fractions(entropy)
-    assert fractions["overload_all"] == 2 / 8 and fractions["collapse_all"] == 3 / 8
+    assert fractions["overload_all"] == 2 / 8 and fractions["collapse_all"] == 4 / 8
     assert fractions["overload_first2"] == 2 / 4 and fractions["collapse_first2"] == 1 / 4
     assert fractions["overload_last2"] == 0.0 and fractions["collapse_last2"] == 3 / 4
