@@ -26,7 +26,9 @@ student's accuracy.
 
 Run: ``python examples/evidence/mcmi_many_classes.py --out runs/evidence/mcmi_many_classes`` (``--fast`` for a
 seconds-long smoke run). Writes ``results.md``, ``results.json`` and ``mcmi.png`` under ``--out``; logs every seed's
-numbers to one W&B offline run when wandb is importable (else CSV).
+numbers to one W&B offline run when wandb is importable (else CSV). With LightningCLI (one MCMI teacher trained on the
+mixture from scratch, no warm start): ``python examples/evidence/mcmi_many_classes.py fit --config
+examples/configs/mcmi_many_classes.yaml``.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -95,14 +98,43 @@ def labelled_subset(train: TensorDataset, fraction: float, seed: int) -> TensorD
     return TensorDataset(x[index], y[index])
 
 
-def mlp(hidden: tuple[int, ...]) -> nn.Sequential:
+class MLP(nn.Sequential):
     """``32 -> hidden... -> 100`` with ReLU."""
-    layers: list[nn.Module] = []
-    width = DIM
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    return nn.Sequential(*layers, nn.Linear(width, CLASSES))
+
+    def __init__(self, hidden: tuple[int, ...] = (256, 256)) -> None:
+        layers: list[nn.Module] = []
+        width = DIM
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        super().__init__(*layers, nn.Linear(width, CLASSES))
+
+
+class MixtureData(LightningDataModule):
+    """The mixture's seeded train/val/test splits for ``LightningCLI``; ``label_fraction`` keeps that fraction of
+    each class of the training split."""
+
+    def __init__(
+        self, seed: int = 0, n_train: int = 10_000, n_val: int = 2_000, label_fraction: float = 1.0,
+        batch_size: int = 128,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if not 0.0 < label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
+        self.seed, self.n_train, self.n_val = seed, n_train, n_val
+        self.label_fraction, self.batch_size = label_fraction, batch_size
+
+    def setup(self, stage: str | None = None) -> None:
+        self.splits = make_data(self.seed, self.n_train, self.n_val, self.n_val)
+        if self.label_fraction < 1.0:
+            self.splits["train"] = labelled_subset(self.splits["train"], self.label_fraction, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.splits["val"], batch_size=len(self.splits["val"]))
 
 
 class Teacher(LightningModule):
@@ -121,6 +153,10 @@ class Teacher(LightningModule):
         if self.criterion is None:
             return nn.functional.cross_entropy(logits, y)
         return self.criterion(logits, y).loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_acc", (self(x).argmax(1) == y).float().mean())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
@@ -166,7 +202,7 @@ def accuracy(net: nn.Module, data: TensorDataset) -> float:
 def teachers_for_seed(seed: int, data: dict[str, TensorDataset], args: argparse.Namespace) -> dict[str, nn.Module]:
     """CE teacher and one MCMI teacher per (centroids, lambda), all fine-tuned from the same pre-trained network."""
     seed_everything(seed, verbose=False)
-    base = Teacher(mlp((256, 256)))
+    base = Teacher(MLP((256, 256)))
     _fit(base, data["train"], args.teacher_epochs, 128, seed)
     variants: list[tuple[str, MCMILoss | None]] = [("CE", None)]
     for centroids in CENTROIDS:
@@ -189,7 +225,7 @@ def student_accuracies(
     """Validation and test accuracy of a 32-64-100 student on ``--label-fraction`` of the training labels."""
     labelled = labelled_subset(data["train"], args.label_fraction, seed)
     seed_everything(seed + 2, verbose=False)
-    student = mlp((64,))
+    student = MLP((64,))
 
     def opt(params: Iterable[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=1e-2)
@@ -361,5 +397,15 @@ def _figure(results: dict[str, Any], lams: list[float], path: Path) -> None:
     plt.close(fig)
 
 
+def cli_main() -> None:
+    """``LightningCLI`` entry point (``fit --config examples/configs/mcmi_many_classes.yaml``)."""
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(Teacher, MixtureData)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] in ("fit", "validate"):
+        cli_main()
+    else:
+        main()

@@ -1,12 +1,14 @@
 """Smoke tests of the MCMI-many-classes and EGA-depth evidence scripts (``--fast``), and the mixture's Bayes oracle."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.lightning import load_script
+from tests.helpers.lightning import REPO_ROOT, load_script
 
 
 @pytest.mark.slow
@@ -59,3 +61,32 @@ def test_ega_depth_head_fractions() -> None:
     assert fractions["overload_all"] == 2 / 8 and fractions["collapse_all"] == 4 / 8
     assert fractions["overload_first2"] == 2 / 4 and fractions["collapse_first2"] == 1 / 4
     assert fractions["overload_last2"] == 0.0 and fractions["collapse_last2"] == 3 / 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "config", "extra"),
+    [
+        (
+            "examples/evidence/mcmi_many_classes.py",
+            "mcmi_many_classes.yaml",
+            ["--data.n_train=500", "--data.n_val=200"],
+        ),
+        ("examples/entropy_guided_lm.py", "ega_depth.yaml", ["--data.num_chars=20000"]),
+    ],
+)
+def test_evidence_lightning_cli_configs(tmp_path: Path, script: str, config: str, extra: list[str]) -> None:
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / script),
+        "fit",
+        "--config",
+        str(REPO_ROOT / "examples" / "configs" / config),
+        "--trainer.fast_dev_run=true",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        *extra,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
