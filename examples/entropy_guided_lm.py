@@ -41,6 +41,7 @@ from lightning_info.callbacks import AttentionEntropyMonitor, EntropyGuidedAtten
 from lightning_info.callbacks.attention_entropy_monitor import measure_attention_entropy
 
 CONFIGS = ("baseline", "ln_free", "ln_free_entropy")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 SOURCES = ("argparse.py", "textwrap.py", "inspect.py", "typing.py", "dataclasses.py", "functools.py", "pathlib.py")
 
 
@@ -89,12 +90,16 @@ class StdlibText(LightningDataModule):
 class Block(nn.Module):
     """Pre-LN decoder block (Eq. 1 of the paper); ``layer_norm=False`` replaces both LayerNorms by the identity."""
 
-    def __init__(self, d_model: int, heads: int, layer_norm: bool) -> None:
+    def __init__(self, d_model: int, heads: int, layer_norm: bool, activation: str = "gelu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.norm1 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
         self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
-        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), ACTIVATIONS[activation](), nn.Linear(4 * d_model, d_model)
+        )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.norm1(x)
@@ -103,7 +108,8 @@ class Block(nn.Module):
 
 
 class CharLM(LightningModule):
-    """Byte-level decoder-only transformer; ``layer_norm=False`` removes every LayerNorm (the final one too)."""
+    """Byte-level decoder-only transformer; ``layer_norm=False`` removes every LayerNorm (the final one too),
+    ``activation`` is the feed-forward non-linearity (``"gelu"`` or ``"relu"``)."""
 
     def __init__(
         self,
@@ -113,12 +119,13 @@ class CharLM(LightningModule):
         context: int = 64,
         layer_norm: bool = True,
         lr: float = 2e-3,
+        activation: str = "gelu",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.embed = nn.Embedding(256, d_model)
         self.pos = nn.Parameter(torch.randn(context, d_model) * 0.02)
-        self.blocks = nn.ModuleList(Block(d_model, heads, layer_norm) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d_model, heads, layer_norm, activation) for _ in range(layers))
         self.norm = nn.LayerNorm(d_model) if layer_norm else nn.Identity()
         self.head = nn.Linear(d_model, 256)
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
@@ -170,7 +177,9 @@ def make_logger(out: Path, name: str, kind: str) -> Logger:
 def run(config: str, args: argparse.Namespace, data: StdlibText, out: Path) -> dict[str, Any]:
     """Train one configuration; return its validation loss and per-layer normalised entropies."""
     seed_everything(args.seed, workers=True, verbose=False)
-    size = {"d_model": 32, "heads": 2, "layers": 2} if args.fast else {"d_model": 64, "heads": 4, "layers": 4}
+    size: dict[str, Any] = (
+        {"d_model": 32, "heads": 2, "layers": 2} if args.fast else {"d_model": 64, "heads": 4, "layers": 4}
+    )
     model = CharLM(**size, context=args.context, layer_norm=config == "baseline")
     every = max(1, args.steps // 20)
     callbacks: list[Any] = []

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers.lightning import REPO_ROOT, load_script
 
@@ -39,3 +40,12 @@ def test_entropy_guided_lm_lightning_cli_config(tmp_path: Path) -> None:
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_char_lm_activation() -> None:
+    module = load_script("examples/entropy_guided_lm.py")
+    model = module.CharLM(d_model=8, heads=2, layers=1, context=4, activation="relu")
+    assert isinstance(model.blocks[0].ffn[1], torch.nn.ReLU)
+    assert isinstance(module.CharLM(d_model=8, heads=2, layers=1, context=4).blocks[0].ffn[1], torch.nn.GELU)
+    with pytest.raises(ValueError, match=r"activation.*'tanh'"):
+        module.CharLM(d_model=8, heads=2, layers=1, context=4, activation="tanh")
