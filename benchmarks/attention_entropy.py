@@ -7,6 +7,8 @@
 2. ``EntropyGuidedAttention`` forward + backward (entropy recorded, causal mask) vs ``nn.MultiheadAttention`` with
    ``need_weights=True`` (its default: the probabilities are materialised too) and ``need_weights=False`` (the fused
    scaled-dot-product kernel ``nn.TransformerEncoderLayer`` uses) at N=256.
+2b. The Hugging Face / SDPA path's entropies (``sdpa_attention_entropy``, causal) at length L: peak memory of the
+   monitor's forward and of the regularizer's forward + backward against the same on materialised causal maps.
 3. With ``transformers`` installed, the Hugging Face path on a ``GPT2LMHeadModel`` config (4 layers, d=128, 4 heads,
    T=512, batch 2; SDPA attention): ``Trainer.fit`` time for a fixed number of AdamW steps (no logger) plain, with
    ``AttentionEntropyMonitor(every_n_steps=50)``, and with ``EntropyGuidedAttentionCallback()`` (the regularizer and
@@ -34,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.attention import EntropyGuidedAttention, attention_entropy_from_qk
+from lightning_info.attention.sdpa import sdpa_attention_entropy
 from lightning_info.callbacks import AttentionEntropyMonitor, EntropyGuidedAttentionCallback
 
 
@@ -110,6 +113,38 @@ def entropy_benchmark(length: int, chunk_size: int, repeats: int) -> dict[str, f
     return {"t_full": statistics.median(times["full"]), "t_chunk": statistics.median(times["chunk"]),
             "time_ratio": _ratio(times, "chunk", "full"), "m_full": m_full, "m_chunk": m_chunk, "max_err": max_err,
             "analytic_full_mib": analytic_full}  # fmt: skip
+
+
+def sdpa_memory_benchmark(length: int, chunk_size: int) -> dict[str, float]:
+    """Peak-RSS growth of the Hugging Face / SDPA path's entropies against materialised causal maps at ``length``.
+
+    The monitor's path (:func:`sdpa_attention_entropy` without gradient) and the regularizer's (forward + backward of
+    the summed entropies through its analytic chunk backward), each against the same work on the materialised
+    ``softmax(q k^T / sqrt(d) + causal mask)``.
+    """
+    q, k = _inputs(length)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+
+    def materialised(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        logits = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(~causal, -torch.inf)
+        probs = torch.softmax(logits, dim=-1)
+        return -(probs * torch.log(probs + 1e-9)).sum(-1)
+
+    def backward(entropy_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        qg, kg = q.clone().requires_grad_(), k.clone().requires_grad_()
+        entropy_of(qg, kg).sum().backward()
+
+    def chunked(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return sdpa_attention_entropy(q, k, is_causal=True, chunk_size=chunk_size)[0]
+
+    backward(lambda a, b: chunked(a[..., :8, :], b[..., :8, :]))  # load kernels before measuring
+    backward(lambda a, b: materialised(a, b)[..., :8])
+    with torch.no_grad():
+        m_monitor_full = peak_rss_growth(lambda: materialised(q, k))
+        m_monitor = peak_rss_growth(lambda: chunked(q, k))
+    m_reg_full = peak_rss_growth(lambda: backward(materialised))
+    m_reg = peak_rss_growth(lambda: backward(chunked))
+    return {"m_monitor_full": m_monitor_full, "m_monitor": m_monitor, "m_reg_full": m_reg_full, "m_reg": m_reg}
 
 
 def attention_benchmark(length: int, batch: int, embed_dim: int, heads: int, repeats: int) -> dict[str, float]:
@@ -198,6 +233,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{f'materialised probabilities, L={length}':<48}{ent['t_full']:>10.4f}{ent['m_full']:>24.1f}")
     print(f"{f'chunked from q/k (chunk {chunk}), L={length}':<48}{ent['t_chunk']:>10.4f}{ent['m_chunk']:>24.1f}")
     print(f"(max |difference| {ent['max_err']:.2e}; logits + probabilities alone: {ent['analytic_full_mib']:.0f} MiB)")
+    sdpa = sdpa_memory_benchmark(length, chunk)
+    print(f"{f'SDPA path, monitor (no grad), causal, L={length}':<48}{'':>10}{sdpa['m_monitor']:>24.1f}")
+    print(f"{'  materialised causal maps':<48}{'':>10}{sdpa['m_monitor_full']:>24.1f}")
+    print(f"{'SDPA path, regularizer fwd+bwd, causal':<48}{'':>10}{sdpa['m_reg']:>24.1f}")
+    print(f"{'  materialised causal maps, fwd+bwd':<48}{'':>10}{sdpa['m_reg_full']:>24.1f}")
     print(f"{'nn.MultiheadAttention fwd+bwd, need_weights=True':<48}{att['mha_weights']:>10.4f}")
     print(f"{'nn.MultiheadAttention fwd+bwd, fused (False)':<48}{att['mha_fused']:>10.4f}")
     print(f"{'EntropyGuidedAttention fwd+bwd (entropy kept)':<48}{att['ega']:>10.4f}")
@@ -208,6 +248,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "ega_vs_mha_fused": att["ega_vs_mha_fused"],
     }
     print(f"chunked entropy peak memory, materialised / chunked: {results['memory_ratio']:.1f}x (goal >= 8)")
+    results["sdpa_monitor_memory_ratio"] = sdpa["m_monitor_full"] / max(sdpa["m_monitor"], 1e-3)
+    results["sdpa_regularizer_memory_ratio"] = sdpa["m_reg_full"] / max(sdpa["m_reg"], 1e-3)
+    print(f"SDPA-path entropy peak memory at L={length}, materialised / chunked: monitor "
+          f"{results['sdpa_monitor_memory_ratio']:.1f}x, regularizer fwd+bwd "
+          f"{results['sdpa_regularizer_memory_ratio']:.1f}x (goal >= 8)")  # fmt: skip
     print(f"chunked entropy time, chunked / materialised: {results['time_ratio']:.2f}x (goal <= 1.5)")
     print(
         f"EntropyGuidedAttention fwd+bwd / MHA (need_weights=True): {results['ega_vs_mha_weights']:.2f}x (goal <= 1.3)"
