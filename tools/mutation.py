@@ -10,7 +10,8 @@ Not part of the default test run (a full run takes long on a CPU)::
 
     nice -n 10 python tools/mutation.py                 # every mutant, one job
     python tools/mutation.py --only kernels --jobs 2    # the mutants whose id or file contains "kernels"
-    python tools/mutation.py --list                     # ids only
+    python tools/mutation.py --only sam:3f2a9c1b,gam    # several patterns, any of them
+    python tools/mutation.py --list                     # ids (file stem + hash of snippet and replacement)
 
 Exit status: 0 if the score reaches ``--goal`` (default 0.95), 1 otherwise, 2 if a snippet is stale.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import os
 import queue
 import shutil
@@ -44,9 +46,14 @@ class Mutant:
 
     @property
     def id(self) -> str:
-        stem = Path(self.file).stem
-        line = (ROOT / self.file).read_text().split(self.original)[0].count("\n") + 1 if self.exists() else 0
-        return f"{stem}:{line}:{self.original.strip()[:40]!r}"
+        """``<file stem>:<8 hex digits>``, a hash of the snippet and its replacement: stable when lines move."""
+        digest = hashlib.sha1(f"{self.original}\0{self.replacement}".encode()).hexdigest()[:8]
+        return f"{Path(self.file).stem}:{digest}"
+
+    @property
+    def label(self) -> str:
+        """The id followed by the start of the original snippet, for the printed outcome lines."""
+        return f"{self.id} {self.original.strip()[:48]!r}"
 
     def exists(self) -> bool:
         return (ROOT / self.file).read_text().count(self.original) == 1
@@ -682,7 +689,7 @@ MUTANTS = [Mutant(f, o, r, t) for f, o, r, t in _RAW]
 
 #: mutants that cannot change behaviour, with the reason (not run, not counted)
 EQUIVALENT: dict[str, str] = {
-    "sharpness_aware:44:'if len({(n.dtype, n.device) for n in nor'": (
+    "sharpness_aware:1645e908": (  # if len({(n.dtype, n.device) for n in norms}) > 1 -> if False
         "on one device torch.stack promotes mixed dtypes to the widest itself; the cast only matters for norms on "
         "different devices (CPU + CUDA), which a CPU run cannot build"
     ),
@@ -725,7 +732,7 @@ def _run_mutant(mutant: Mutant, copy: Path, timeout: float) -> tuple[str, float]
 def main(argv: list[str] | None = None) -> int:
     """Run the selected mutants; print each outcome, the score and the survivors."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="run the mutants whose id or file contains PATTERN")
+    parser.add_argument("--only", help="run the mutants whose id or file contains PATTERN (comma-separated: any)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel copies (default 1)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (default 300)")
     parser.add_argument("--goal", type=float, default=0.95)
@@ -738,15 +745,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"STALE (snippet not found exactly once): {m.file}: {m.original!r}")
         return 2
     ids = {m.id for m in MUTANTS}
+    if len(ids) != len(MUTANTS):
+        print("DUPLICATE mutants (same file, snippet and replacement) in the list")
+        return 2
     unknown = sorted(set(EQUIVALENT) - ids)
     if unknown:
         print(f"EQUIVALENT names mutants that are not in the list: {unknown}")
         return 2
     selected = [m for m in MUTANTS if m.id not in EQUIVALENT]
     if args.only:
-        selected = [m for m in selected if args.only in m.id or args.only in m.file]
+        patterns = args.only.split(",")
+        selected = [m for m in selected if any(p in m.id or p in m.file for p in patterns)]
     if args.list:
-        print("\n".join(m.id for m in selected))
+        print("\n".join(m.label for m in selected))
         return 0
     print(f"{len(selected)} mutants ({len(MUTANTS)} in the list, {len(EQUIVALENT)} equivalent), {args.jobs} job(s)")
 
@@ -770,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
             for mutant, outcome, seconds in pool.map(work, selected):
                 results.append((mutant, outcome, seconds))
-                print(f"{outcome:8s} {seconds:6.1f}s  {mutant.id}", flush=True)
+                print(f"{outcome:8s} {seconds:6.1f}s  {mutant.label}", flush=True)
         total = time.perf_counter() - start
 
     killed = sum(outcome in ("killed", "timeout") for _, outcome, _ in results)
@@ -779,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscore: {killed}/{counted} killed ({100 * score:.1f}%) in {total:.0f}s")
     for mutant, outcome, _ in results:
         if outcome in ("survived", "error"):
-            print(f"{outcome.upper()}: {mutant.file}: {mutant.original.strip()!r} -> {mutant.replacement.strip()!r}")
+            print(f"{outcome.upper()} {mutant.id}: {mutant.file}: {mutant.original.strip()!r} -> {mutant.replacement.strip()!r}")
     return 0 if score >= args.goal else 1
 
 
