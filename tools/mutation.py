@@ -790,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscore: {killed}/{counted} killed ({100 * score:.1f}%) in {total:.0f}s")
     for mutant, outcome, _ in results:
         if outcome in ("survived", "error"):
-            print(f"{outcome.upper()} {mutant.id}: {mutant.file}: {mutant.original.strip()!r} -> {mutant.replacement.strip()!r}")
+            change = f"{mutant.original.strip()!r} -> {mutant.replacement.strip()!r}"
+            print(f"{outcome.upper()} {mutant.id}: {mutant.file}: {change}")
     return 0 if score >= args.goal else 1
 
 
