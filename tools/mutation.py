@@ -71,7 +71,8 @@ OPT_T = (
 PASSES_T = ("tests/optim/test_passes.py", "tests/optim/test_isolation.py", "tests/optim/test_lightning.py")
 DDP_OPT_T = ("tests/optim/test_ddp.py",)  # 2-process runs: their slow tests are run too (see SLOW_OK)
 DDP_MCMI_T = ("tests/distill/test_ddp.py",)
-SLOW_OK = {DDP_OPT_T, DDP_MCMI_T}
+DDP_FISHER_T = ("tests/fisher/test_fisher_mask.py::test_ddp_masks_from_rank_dependent_scores_are_rank_0_s",)
+SLOW_OK = {DDP_OPT_T, DDP_MCMI_T, DDP_FISHER_T}
 KERNEL_T = (
     "tests/losses/test_kernel_distances.py",
     "tests/losses/test_cauchy_schwarz.py",
@@ -102,6 +103,7 @@ CMI = "lightning_info/functional/cmi.py"
 MCMI = "lightning_info/distill/mcmi_loss.py"
 MASKS = "lightning_info/fisher/masks.py"
 FISHER = "lightning_info/fisher/fisher.py"
+FISHER_MASK = "lightning_info/callbacks/fisher_mask.py"
 SPECTRAL = "lightning_info/functional/spectral.py"
 DSE = "lightning_info/functional/diffusion_spectral.py"
 LOSS_TERM = "lightning_info/callbacks/loss_term.py"
@@ -110,8 +112,12 @@ CAPTURE = "lightning_info/_internal/capture.py"
 _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     # ---- sharpness_aware.py (base class)
     (SA, "if len({(n.dtype, n.device) for n in norms}) > 1:", "if False:", OPT_T),
-    (SA, "        stacked = stacked.float()\n", "        pass\n", OPT_T),
-    (SA, "norm = torch.linalg.vector_norm(stacked, ord)", "norm = torch.linalg.vector_norm(stacked, 2.0)", OPT_T),
+    (
+        SA,
+        "norm = torch.linalg.vector_norm(torch.stack(norms), ord)",
+        "norm = torch.linalg.vector_norm(torch.stack(norms), 2.0)",
+        OPT_T,
+    ),
     (
         SA,
         'if not math.isfinite(value):\n        raise NonFiniteGradientError(\n            f"{optimizer}',
@@ -478,6 +484,8 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     (FISHER, "                fisher[name] += g.pow(2)", "                fisher[name] += g.abs()", FISHER_T),
     (FISHER, "out[name] = 0.5 * f * theta.to(f.dtype).pow(2)", "out[name] = f * theta.to(f.dtype).pow(2)", FISHER_T),
     (FISHER, "    if seen < num_samples:\n        warnings.warn", "    if False:\n        warnings.warn", FISHER_T),
+    # ---- callbacks/fisher_mask.py
+    (FISHER_MASK, "            torch.distributed.broadcast(flat_mask, src=0)", "            pass", DDP_FISHER_T),
     # ---- functional/spectral.py
     (SPECTRAL, "kept = torch.where(eigenvalues > tol, eigenvalues, 0.0)", "kept = eigenvalues", SPECTRAL_T),
     (SPECTRAL, "return kept / kept.sum()", "return kept / kept.max()", SPECTRAL_T),

@@ -43,10 +43,7 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0) -> Tensor:
         return torch.zeros(())
     if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
         norms = [n.to(device=norms[0].device, dtype=torch.float64) for n in norms]
-    stacked = torch.stack(norms)
-    if stacked.dtype not in (torch.float32, torch.float64):
-        stacked = stacked.float()
-    norm = torch.linalg.vector_norm(stacked, ord)
+    norm = torch.linalg.vector_norm(torch.stack(norms), ord)  # float32/float64: _foreach_norm widened half
     if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
         norm = norm.full_tensor()
     return norm

@@ -40,3 +40,11 @@ def test_cross_distances_match_brute_force_with_an_offset() -> None:
     brute = torch.cdist(a.double(), b.double()).square()
     # float32 round-off of distances ~30 is ~1e-5; without the centring it is ~1e-7 * |a|^2 ~ 0.5
     assert torch.allclose(squared_distances(a, b).double(), brute, rtol=1e-5, atol=1e-3)
+
+
+def test_coinciding_points_are_at_distance_zero_never_below() -> None:
+    # float32 |a|^2 + |b|^2 - 2 a.b of two equal rows rounds to about -6e-5 here; a negative squared distance makes
+    # a Gaussian kernel value above 1 and a NaN distance under sqrt (the clamp at zero)
+    x = _points(64, 16, 7) * 3.0 + 1.0
+    assert bool((squared_distances(torch.cat([x, x[:32]])) >= 0).all())
+    assert bool((squared_distances(x, x[:32].clone()) >= 0).all())
