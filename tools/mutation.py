@@ -701,6 +701,12 @@ EQUIVALENT: dict[str, str] = {
         "on one device torch.stack promotes mixed dtypes to the widest itself; the cast only matters for norms on "
         "different devices (CPU + CUDA), which a CPU run cannot build"
     ),
+    "kernels:7fb86d0e": (  # log_k.clamp_min(_KERNEL_FLOOR).exp() -> log_k.exp()
+        "every kernel sum the floor enters has a unit diagonal term (>= 1), so raising values below exp(-40) to "
+        "exp(-40) changes a log-sum by at most N * 4e-18 relative: below float32 resolution and ~1e-14 in float64 at "
+        "N = 1e4, nothing an independent reference can pin. The floor keeps products of two kernel values out of "
+        "float32's subnormal range (speed), not the values"
+    ),
 }
 
 

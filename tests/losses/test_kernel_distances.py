@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_info.functional import cs_divergence, cs_qmi
-from lightning_info.functional.kernels import squared_distances
+from lightning_info.functional.kernels import median_width, squared_distances
 
 
 def _points(n: int, d: int, seed: int) -> torch.Tensor:
@@ -48,3 +48,9 @@ def test_coinciding_points_are_at_distance_zero_never_below() -> None:
     x = _points(64, 16, 7) * 3.0 + 1.0
     assert bool((squared_distances(torch.cat([x, x[:32]])) >= 0).all())
     assert bool((squared_distances(x, x[:32].clone()) >= 0).all())
+
+
+def test_median_width_falls_back_to_the_mean_distance_when_most_pairs_coincide() -> None:
+    # 4 zeros and a one: 6 of the 10 pairs are at distance 0 (the lower median), 4 at distance 1 (mean 0.4)
+    assert float(median_width(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64))) == pytest.approx(0.4)
+    assert float(median_width(torch.zeros(4, dtype=torch.float64))) == pytest.approx(1e-6)  # all coincide
