@@ -14,6 +14,12 @@ def test_glob_matches_in_model_order() -> None:
     assert names == [f"encoder.layers.{i}.self_attn" for i in range(3)] + ["head"]
 
 
+def test_names_come_in_model_order_not_pattern_or_sorted_order() -> None:
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(11)])
+    assert resolve_module_names(model, ["10", "9"]) == ["9", "10"]  # sorted as strings, "10" < "9"
+    assert resolve_module_names(model, ["1?", "9"]) == ["9", "10"]
+
+
 def test_missing_name_lists_close_matches() -> None:
     model = TinyTransformer()
     with pytest.raises(ValueError, match=r"matches 'encoder.layer.0.self_attn'.*encoder\.layers\.0\.self_attn"):
