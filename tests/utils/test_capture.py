@@ -42,6 +42,21 @@ def test_captures_outputs_and_inputs_detached() -> None:
     assert torch.allclose(y, torch.tanh(expected))
 
 
+def test_input_passed_by_keyword_is_captured() -> None:
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(input=x)
+
+    model, x = Outer(), torch.randn(6, 4)
+    with ActivationCapture(model, ["inner"], capture="input") as capture:
+        model(x)
+    torch.testing.assert_close(capture.captured["inner"], x)
+
+
 def test_multihead_attention_tuple_output_keeps_attention_output() -> None:
     model = TinyTransformer()
     capture = ActivationCapture(model, ["encoder.layers.0.self_attn"]).attach()
