@@ -707,6 +707,10 @@ EQUIVALENT: dict[str, str] = {
         "N = 1e4, nothing an independent reference can pin. The floor keeps products of two kernel values out of "
         "float32's subnormal range (speed), not the values"
     ),
+    "capture:b5fa8149": (  # previous.shape[0] >= self.max_samples -> > self.max_samples
+        "with exactly max_samples rows stored, cat([previous, value])[:max_samples] is previous again (same values); "
+        "the early return only skips that copy"
+    ),
 }
 
 

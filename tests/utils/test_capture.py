@@ -104,6 +104,15 @@ def test_remove_and_disable() -> None:
     assert capture.captured == {}
 
 
+def test_remove_drops_what_was_captured() -> None:
+    model = nn.Sequential(nn.Linear(4, 3))
+    capture = ActivationCapture(model, ["0"]).attach()
+    model(torch.randn(2, 4))
+    assert set(capture.captured) == {"0"}
+    capture.remove()
+    assert capture.captured == {}
+
+
 def test_custom_extract() -> None:
     model = TinyTransformer()
     capture = ActivationCapture(
