@@ -95,6 +95,8 @@ def test_remove_and_disable() -> None:
     model = nn.Sequential(nn.Linear(4, 3))
     capture = ActivationCapture(model, ["0"]).attach()
     assert capture.attached and len(model[0]._forward_hooks) == 1
+    capture.attach()  # attaching again is a no-op: one hook, not two
+    assert len(model[0]._forward_hooks) == 1
     capture.enabled = False
     model(torch.randn(2, 4))
     assert capture.captured == {}
