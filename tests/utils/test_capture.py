@@ -57,6 +57,17 @@ def test_input_passed_by_keyword_is_captured() -> None:
     torch.testing.assert_close(capture.captured["inner"], x)
 
 
+def test_the_first_tensor_is_found_after_items_without_one() -> None:
+    class Pair(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[object, torch.Tensor]:
+            return (None, [2.0]), 3.0 * x
+
+    model, x = nn.Sequential(Pair()), torch.randn(5, 2)
+    with ActivationCapture(model, ["0"]) as capture:
+        model(x)
+    torch.testing.assert_close(capture.captured["0"], 3.0 * x)
+
+
 def test_multihead_attention_tuple_output_keeps_attention_output() -> None:
     model = TinyTransformer()
     capture = ActivationCapture(model, ["encoder.layers.0.self_attn"]).attach()
