@@ -466,8 +466,8 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     ),
     (
         FISHER,
-        "        if seen >= num_samples:\n            break",
-        "        if seen > num_samples:\n            break",
+        "        if seen >= num_samples:  # here",
+        "        if seen > num_samples:  # here",
         FISHER_T,
     ),
     (
