@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_info.fisher import empirical_fisher, fisher_importance, topk_masks
+from lightning_info.fisher import empirical_fisher, fisher_importance, nll_from_logits, topk_masks
 from lightning_info.fisher.linear_shortcut import find_exact_linears
 from tests.helpers.models import TinyCNN, TinyTransformer, classification_data, loader
 
@@ -429,3 +429,11 @@ def test_stops_drawing_batches_once_num_samples_are_seen(mode: str) -> None:
     expected = _reference_float64(_mlp(), x[:8], y[:8])
     for name, value in fisher.items():
         torch.testing.assert_close(value.double(), expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_default_loss_sums_the_token_log_likelihoods() -> None:
+    # one sample of a sequence model: (tokens, classes) logits; log p(y | x) is the sum over its tokens
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    target = torch.tensor([0, 3, 1, 1, 2])
+    expected = -sum(float(torch.log_softmax(logits[t], dim=0)[target[t]]) for t in range(5))
+    assert float(nll_from_logits(logits, target)) == pytest.approx(expected, rel=1e-12)
