@@ -479,6 +479,9 @@ _RAW: list[tuple[str, str, str, tuple[str, ...]]] = [
     (FISHER, "    if held_rows:\n        yield _cat(held)", "    pass", FISHER_T),
     (FISHER, "                y = _sample_labels(model, x, generator)", "                pass", FISHER_T),
     (FISHER, "            module.training = flag", "            pass", FISHER_T),
+    # survives (not listed as equivalent: unproven): the stride-0 branch is only reached here by a parameter the
+    # output does not use, whose gradient is 0; a Linear bias or an added parameter under a loss linear in the output
+    # came back from vmap materialised, not expanded
     (FISHER, "fisher[name] += g[0].square() * g.shape[0]", "fisher[name] += g[0].square()", FISHER_T),
     (FISHER, "fisher[name] += g.square_().sum(0)", "fisher[name] += g.sum(0).square()", FISHER_T),
     (FISHER, "                fisher[name] += g.pow(2)", "                fisher[name] += g.abs()", FISHER_T),
