@@ -113,8 +113,6 @@ def _chunks(batches: Iterable[Any], num_samples: int, chunk_size: int) -> Iterat
     held: list[tuple[Any, Tensor]] = []
     held_rows = seen = 0
     for batch in batches:
-        if seen >= num_samples:
-            break
         inputs, targets = _split_batch(batch)
         rows = min(_num_rows(inputs, targets), num_samples - seen)
         if held_rows and _sample_shapes(held[0][0]) != _sample_shapes(inputs):
@@ -128,6 +126,8 @@ def _chunks(batches: Iterable[Any], num_samples: int, chunk_size: int) -> Iterat
             held, held_rows = [(_rows(x, chunk_size, held_rows), y[chunk_size:])], held_rows - chunk_size
         if not held_rows:
             held = []
+        if seen >= num_samples:  # here, not at the top: no batch is drawn past the one that completes the count
+            break
     if held_rows:
         yield _cat(held)
 

@@ -51,13 +51,8 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0, group: Any =
     norms = [n for tensors in tensor_lists if tensors for n in _foreach_norm(tensors, ord)]
     if len({(n.dtype, n.device) for n in norms}) > 1:  # mixed precision or devices: gather in float64
         norms = [n.to(device=norms[0].device, dtype=torch.float64) for n in norms]
-    if not norms:
-        norm = torch.zeros(())
-    else:
-        stacked = torch.stack(norms)
-        if stacked.dtype not in (torch.float32, torch.float64):
-            stacked = stacked.float()
-        norm = torch.linalg.vector_norm(stacked, ord)
+    # float32/float64 (_foreach_norm widened half); no tensor here (e.g. an empty FSDP1 shard): 0, still combined
+    norm = torch.linalg.vector_norm(torch.stack(norms), ord) if norms else torch.zeros(())
     if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
         norm = norm.full_tensor()  # type: ignore[attr-defined]
     if group is not None:

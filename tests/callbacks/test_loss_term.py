@@ -324,3 +324,16 @@ def test_an_infinite_term_raises_like_a_nan(tmp_path: Path, value: float) -> Non
     with pytest.raises(RuntimeError, match=r"ConstantTerm: the loss term \(test/const\) is -?inf at global step 0"):
         trainer.fit(model, loader(classification_data()))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_callback_listed_twice_adds_its_term_once(tmp_path: Path) -> None:
+    # setup registers an instance once (Lightning calls setup for every entry of the callback list)
+    torch.manual_seed(0)
+    model = MLPClassifier(optimizer_factory=lambda p: torch.optim.SGD(p, lr=0.0))
+    plain, with_term = RecordLosses(), RecordLosses()
+    _fit(model, [plain], tmp_path, max_steps=2)
+    term = ConstantTerm(0.75, weight=2.5, log_key=None)
+    _fit(model, [term, term, with_term], tmp_path, max_steps=2)
+    assert len(plain.losses) == len(with_term.losses) == 2
+    for a, b in zip(plain.losses, with_term.losses, strict=True):
+        assert b - a == pytest.approx(2.5 * 0.75, abs=1e-6)

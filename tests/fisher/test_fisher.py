@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_info.fisher import empirical_fisher, fisher_importance, topk_masks
+from lightning_info.fisher import empirical_fisher, fisher_importance, nll_from_logits, topk_masks
 from lightning_info.fisher.linear_shortcut import find_exact_linears
 from tests.helpers.models import TinyCNN, TinyTransformer, classification_data, loader
 
@@ -411,3 +411,29 @@ def test_topk_bad_scores() -> None:
         topk_masks({"a": torch.tensor([1.0, float("nan")])}, 0.5)
     with pytest.raises(TypeError, match="floating-point tensor"):
         topk_masks({"a": torch.ones(3, dtype=torch.long)}, 0.5)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_stops_drawing_batches_once_num_samples_are_seen(mode: str) -> None:
+    # a training loader may be long or streaming: no batch is drawn past the one that completes num_samples
+    x, y = _data(24)
+    drawn: list[int] = []
+
+    def batches():
+        for i in range(0, 24, 4):
+            drawn.append(i)
+            yield x[i : i + 4], y[i : i + 4]
+
+    fisher = empirical_fisher(_mlp(), batches(), num_samples=8, mode=mode)
+    assert drawn == [0, 4]
+    expected = _reference_float64(_mlp(), x[:8], y[:8])
+    for name, value in fisher.items():
+        torch.testing.assert_close(value.double(), expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_default_loss_sums_the_token_log_likelihoods() -> None:
+    # one sample of a sequence model: (tokens, classes) logits; log p(y | x) is the sum over its tokens
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    target = torch.tensor([0, 3, 1, 1, 2])
+    expected = -sum(float(torch.log_softmax(logits[t], dim=0)[target[t]]) for t in range(5))
+    assert float(nll_from_logits(logits, target)) == pytest.approx(expected, rel=1e-12)

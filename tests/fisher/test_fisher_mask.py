@@ -20,7 +20,11 @@ def _adamw(params: Any) -> torch.optim.Optimizer:
 
 
 def _masks(model: MLPClassifier) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("fisher_mask."): v.clone() for k, v in model.state_dict().items() if "fisher_mask" in k}
+    return _masks_of(model.state_dict())
+
+
+def _masks_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("fisher_mask."): v.clone() for k, v in state.items() if "fisher_mask" in k}
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed-scaler"])
@@ -225,6 +229,46 @@ def test_ddp_identical_masks(tmp_path: Path) -> None:
     for key in r0["masks"]:
         assert torch.equal(r0["masks"][key], r1["masks"][key])
     assert torch.equal(r0["w"], r1["w"])
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_masks_from_rank_dependent_scores_are_rank_0_s(tmp_path: Path) -> None:
+    """Scores that differ per rank (an overridden ``compute_scores``, e.g. an unseeded random control): every rank
+    trains rank 0's masks (the broadcast), not its own."""
+    run_ddp(
+        tmp_path,
+        """
+        import torch
+        from lightning.pytorch import Trainer
+        from lightning_info.callbacks import FisherMask
+        from tests.helpers.lightning import trainer_kwargs
+        from tests.helpers.models import MLPClassifier, classification_data, loader
+
+        class RankScores(FisherMask):
+            def compute_scores(self, trainer, pl_module):
+                generator = torch.Generator().manual_seed(trainer.global_rank)
+                scores = {n: torch.rand(p.shape, generator=generator) for n, p in pl_module.named_parameters()}
+                torch.save(scores, OUT / f"scores{trainer.global_rank}.pt")
+                return scores
+
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = MLPClassifier()
+        trainer = Trainer(callbacks=[RankScores(keep_ratio=0.1)],
+                          **trainer_kwargs(OUT, devices=2, strategy="ddp", max_steps=1))
+        trainer.fit(model, loader(classification_data(16), batch_size=8))
+        torch.save(model.state_dict(), OUT / f"rank{trainer.global_rank}.pt")
+        """,
+    )
+    scores = [torch.load(tmp_path / f"scores{r}.pt") for r in range(2)]
+    expected = [topk_masks(s, 0.1) for s in scores]
+    assert any(not torch.equal(expected[0][n], expected[1][n]) for n in expected[0])  # the ranks disagree
+    for rank in range(2):
+        masks = _masks_of(torch.load(tmp_path / f"rank{rank}.pt"))
+        assert masks.keys() == {n.replace(".", "__") for n in expected[0]}
+        for name, mask in expected[0].items():
+            assert torch.equal(masks[name.replace(".", "__")], mask)
 
 
 def test_failed_fit_leaves_no_optimizer_post_hook(tmp_path: Path) -> None:

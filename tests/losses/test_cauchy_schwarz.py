@@ -387,6 +387,10 @@ def test_overflowing_exponents_raise_instead_of_nan() -> None:
     big = "is not finite .* overflow .*rescale the samples or use a larger width or pass float64 inputs"
     with pytest.raises(ValueError, match=f"cs_divergence {big}"):
         cs_divergence(1e20 * a, 1e20 * b)
+    # an allowed width whose cross exponent -|a - b|^2 / (2 sigma^2) = -2e38 is finite but doubles to -inf: the
+    # divergence is +inf, not NaN, and is refused the same way
+    with pytest.raises(ValueError, match=r"cs_divergence is not finite \(inf\)"):
+        cs_divergence(torch.tensor([0.0, 0.1]), torch.tensor([20.0, 20.1]), sigma=1e-18)
     with pytest.raises(ValueError, match=f"cs_qmi {big}"):
         cs_qmi(1e20 * a, 1e20 * b)
     with pytest.raises(ValueError, match=f"cs_conditional_divergence {big}"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_info.functional import cs_divergence, cs_qmi
-from lightning_info.functional.kernels import squared_distances
+from lightning_info.functional.kernels import median_width, squared_distances
 
 
 def _points(n: int, d: int, seed: int) -> torch.Tensor:
@@ -40,3 +40,17 @@ def test_cross_distances_match_brute_force_with_an_offset() -> None:
     brute = torch.cdist(a.double(), b.double()).square()
     # float32 round-off of distances ~30 is ~1e-5; without the centring it is ~1e-7 * |a|^2 ~ 0.5
     assert torch.allclose(squared_distances(a, b).double(), brute, rtol=1e-5, atol=1e-3)
+
+
+def test_coinciding_points_are_at_distance_zero_never_below() -> None:
+    # float32 |a|^2 + |b|^2 - 2 a.b of two equal rows rounds to about -6e-5 here; a negative squared distance makes
+    # a Gaussian kernel value above 1 and a NaN distance under sqrt (the clamp at zero)
+    x = _points(64, 16, 7) * 3.0 + 1.0
+    assert bool((squared_distances(torch.cat([x, x[:32]])) >= 0).all())
+    assert bool((squared_distances(x, x[:32].clone()) >= 0).all())
+
+
+def test_median_width_falls_back_to_the_mean_distance_when_most_pairs_coincide() -> None:
+    # 4 zeros and a one: 6 of the 10 pairs are at distance 0 (the lower median), 4 at distance 1 (mean 0.4)
+    assert float(median_width(torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64))) == pytest.approx(0.4)
+    assert float(median_width(torch.zeros(4, dtype=torch.float64))) == pytest.approx(1e-6)  # all coincide

@@ -53,3 +53,17 @@ def test_the_matched_subset_average_equals_an_independent_reference(repetitions:
         expected += len(members) / n * (matched - _dse_reference(members, sigma, 1.0))
     got = dsmi(z, labels, sigma=sigma, num_repetitions=repetitions, seed=seed)
     assert float(got) == pytest.approx(expected, abs=1e-9)
+
+
+def test_subsampled_dsmi_with_equal_rows_of_different_labels_is_order_free() -> None:
+    # mutant: the canonical order sorts on z alone, so equal rows with different labels keep their arrival order
+    # and the seeded subsample takes other labels when the rows arrive in another order
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    z = torch.cat([base, base])  # every row twice ...
+    labels = torch.cat([torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.long)])  # ... once per class
+    values = [
+        float(dsmi(z[order], labels[order], max_samples=15, seed=3))
+        for order in (torch.arange(40), torch.arange(40).flip(0), torch.randperm(40, generator=g))
+    ]
+    assert values[0] == pytest.approx(values[1], abs=1e-12) and values[0] == pytest.approx(values[2], abs=1e-12)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_info.functional.spectral import gram_spectrum
 from lightning_info.metrics.functional import matrix_entropy, vendi_score
 
 ORDERS = (0.5, 1.0, 2.0, math.inf)
@@ -67,3 +68,14 @@ def test_matrix_entropy_stays_differentiable(shape: tuple[int, int]) -> None:
     value = matrix_entropy(z, alpha=2.0)
     assert value.item() == pytest.approx(matrix_entropy(z.detach(), alpha=2.0).item(), rel=1e-13)
     assert torch.autograd.gradcheck(lambda t: matrix_entropy(t, alpha=2.0), (z,))
+
+
+@pytest.mark.parametrize("shape", [(40, 3), (3, 40)], ids=["tall", "wide"])
+def test_the_eigendecomposition_runs_on_the_smaller_gram(shape: tuple[int, int]) -> None:
+    # the numpy (SYRK) path too: min(N, d) eigenvalues, the same nonzero ones as the other Gram's
+    z = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    spectrum = gram_spectrum(z)
+    assert spectrum.shape == (min(shape),)
+    other = torch.linalg.eigvalsh(z.T @ z if shape[0] < shape[1] else z @ z.T)
+    nonzero = torch.sort(other[other > 1e-9 * other.max()] / other.sum()).values
+    torch.testing.assert_close(torch.sort(spectrum).values, nonzero, atol=1e-12, rtol=0)

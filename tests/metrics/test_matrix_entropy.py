@@ -113,3 +113,11 @@ def test_huge_order_tends_to_the_min_entropy() -> None:
 def _cosine_gram(z: np.ndarray) -> np.ndarray:
     unit = z / np.linalg.norm(z, axis=1, keepdims=True)
     return unit @ unit.T
+
+
+def test_an_all_zero_row_adds_a_zero_eigenvalue_only() -> None:
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with_zero_row = torch.cat([z, torch.zeros(1, 4, dtype=torch.float64)])
+    for alpha in (1.0, 2.0):
+        expected = float(matrix_entropy(z, alpha=alpha))
+        assert float(matrix_entropy(with_zero_row, alpha=alpha)) == pytest.approx(expected, abs=1e-12)

@@ -89,3 +89,10 @@ def test_metric_matches_functional() -> None:
         torch.testing.assert_close(metric.compute(), matrix_nuclear_norm(torch.cat([a, b]), mode=mode))
     with pytest.raises(ValueError, match="mode"):
         MatrixNuclearNorm(mode="svd")
+
+
+def test_finite_float32_inputs_whose_squares_overflow_keep_their_score() -> None:
+    # the score is invariant to one common scale: inputs of ~1e25 (squares overflow float32) give the same value
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    expected = float(matrix_nuclear_norm(z.double()))
+    assert float(matrix_nuclear_norm(z * 1e25)) == pytest.approx(expected, rel=1e-5)

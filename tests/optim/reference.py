@@ -98,9 +98,10 @@ def sam_trajectory(
     return trajectory, losses
 
 
-def gam_direction(grad: Callable[[Tensor], Tensor], theta: Tensor, rho: float, alpha: float, r: float) -> Tensor:
-    """GAM's finite-difference update direction on a flat parameter vector (xi = 1e-12)."""
-    xi = 1e-12
+def gam_direction(
+    grad: Callable[[Tensor], Tensor], theta: Tensor, rho: float, alpha: float, r: float, xi: float = 1e-12
+) -> Tensor:
+    """GAM's finite-difference update direction on a flat parameter vector (``xi`` in every normalisation)."""
     g0 = grad(theta)
     f = (grad(theta + r * g0 / (g0.norm() + xi)) - g0) / r
     adv = theta + rho * f / (f.norm() + xi)

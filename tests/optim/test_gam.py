@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lightning_info.optim import GAM, NonFiniteGradientError
-from tests.optim.reference import params_of
+from tests.optim.reference import gam_direction, params_of
 
 
 def _model() -> nn.Module:
@@ -76,6 +76,21 @@ def test_exact_mode_equals_the_full_hessian_reference(sam_rho) -> None:
     model, batch = _model(), _batch()
     expected = _reference_direction(model, batch, rho=0.1, alpha=0.5, sam_rho=sam_rho)
     got = _gam_direction(model, batch, rho=0.1, alpha=0.5, sam_rho=sam_rho, hvp="exact")
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_a_large_xi_enters_every_normalisation_as_in_the_references() -> None:
+    # mutants: the ascent direction F = f / r1 (or H g / (||g|| + xi)) taken unscaled. The scale cancels in
+    # F / (||F|| + xi) only while xi << ||F||: with xi = 0.5 it shows.
+    model, batch = _model(), _batch()
+    expected = _reference_direction(model, batch, rho=0.1, alpha=0.5, xi=0.5)
+    got = _gam_direction(model, batch, rho=0.1, alpha=0.5, xi=0.5, hvp="exact")
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+    loss, _, _ = _flat_loss(model, batch)
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    expected = gam_direction(torch.func.grad(loss), theta, rho=0.1, alpha=0.5, r=0.01, xi=0.5)
+    got = _gam_direction(model, batch, rho=0.1, alpha=0.5, xi=0.5, fd_step=0.01)
     torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
 
 

@@ -18,7 +18,8 @@ from lightning_info.callbacks import SharpnessMonitor
 from lightning_info.optim import GAM, SAM, NonFiniteGradientError, SharpnessAwarePrecision, in_auxiliary_pass
 from tests.helpers.lightning import RecordingLogger, trainer_kwargs
 from tests.helpers.models import MLPClassifier, TinyCNN, classification_data, loader
-from tests.optim.reference import SGDReference, loss_and_grad, params_of, sam_trajectory
+from tests.optim.reference import SGDReference, clip, loss_and_grad, params_of, sam_perturbation, sam_trajectory
+from tests.optim.reference import global_norm as reference_norm
 
 ce = nn.functional.cross_entropy
 
@@ -428,3 +429,27 @@ def test_sharpness_monitor_logs_only_sharpness_aware_steps(tmp_path) -> None:
         SharpnessMonitor(prefix="")
     with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
         SharpnessMonitor(every_n_steps=0)
+
+
+class AdaptiveClipping(Classifier):
+    """Clips to half the norm of the gradient present when Lightning asks for clipping (adaptive clipping)."""
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        norm = float(torch.cat([p.grad.reshape(-1) for p in self.parameters() if p.grad is not None]).norm())
+        self.clip_gradients(optimizer, gradient_clip_val=0.5 * norm, gradient_clip_algorithm="norm")
+
+
+def test_clipping_computed_per_pass_is_replayed_from_the_last_pass(tmp_path) -> None:
+    # each pass asks for clipping with arguments computed from its own gradient; the one replayed on the final
+    # direction is the last pass's (mutant: the clean pass's, whose gradient is not the one clipped)
+    dataset = _data(dtype=torch.float64)
+    model = AdaptiveClipping(optimizer_factory=lambda p: SAM(p, torch.optim.SGD, rho=0.05, lr=0.1))
+    reference = copy.deepcopy(model).double()
+    batch = _batches(dataset)[0]
+    start = params_of(reference)
+    _, grads = loss_and_grad(reference, ce, start, batch)
+    e = sam_perturbation(start, grads, rho=0.05)
+    _, perturbed = loss_and_grad(reference, ce, {k: start[k] + e[k] for k in start}, batch)
+    expected = SGDReference(lr=0.1).step(start, clip(perturbed, 0.5 * reference_norm(perturbed)))
+    _fit(model, tmp_path, dataset, precision="64-true", max_steps=1)
+    _assert_params(model, expected, atol=1e-10)

@@ -25,8 +25,9 @@ class ScaledBatchNorm(nn.BatchNorm1d):
         lambda: nn.BatchNorm1d(3, momentum=None),  # cumulative average: num_batches_tracked drives the update
         lambda: nn.BatchNorm2d(3, affine=False),
         lambda: ScaledBatchNorm(3),
+        lambda: nn.SyncBatchNorm(3),  # its forward updates the buffers itself (not through _BatchNorm.forward)
     ],
-    ids=["bn1d", "bn1d-cumulative", "bn2d-no-affine", "subclass-forward"],
+    ids=["bn1d", "bn1d-cumulative", "bn2d-no-affine", "subclass-forward", "syncbatchnorm"],
 )
 def test_auxiliary_pass_output_and_gradient_equal_a_training_call_and_statistics_stay(make) -> None:
     torch.manual_seed(0)

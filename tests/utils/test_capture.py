@@ -14,6 +14,12 @@ def test_glob_matches_in_model_order() -> None:
     assert names == [f"encoder.layers.{i}.self_attn" for i in range(3)] + ["head"]
 
 
+def test_names_come_in_model_order_not_pattern_or_sorted_order() -> None:
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(11)])
+    assert resolve_module_names(model, ["10", "9"]) == ["9", "10"]  # sorted as strings, "10" < "9"
+    assert resolve_module_names(model, ["1?", "9"]) == ["9", "10"]
+
+
 def test_missing_name_lists_close_matches() -> None:
     model = TinyTransformer()
     with pytest.raises(ValueError, match=r"matches 'encoder.layer.0.self_attn'.*encoder\.layers\.0\.self_attn"):
@@ -34,6 +40,32 @@ def test_captures_outputs_and_inputs_detached() -> None:
     torch.testing.assert_close(inp.captured["1"], expected.detach())
     assert not out_capture.captured["0"].requires_grad
     assert torch.allclose(y, torch.tanh(expected))
+
+
+def test_input_passed_by_keyword_is_captured() -> None:
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(input=x)
+
+    model, x = Outer(), torch.randn(6, 4)
+    with ActivationCapture(model, ["inner"], capture="input") as capture:
+        model(x)
+    torch.testing.assert_close(capture.captured["inner"], x)
+
+
+def test_the_first_tensor_is_found_after_items_without_one() -> None:
+    class Pair(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[object, torch.Tensor]:
+            return (None, [2.0]), 3.0 * x
+
+    model, x = nn.Sequential(Pair()), torch.randn(5, 2)
+    with ActivationCapture(model, ["0"]) as capture:
+        model(x)
+    torch.testing.assert_close(capture.captured["0"], 3.0 * x)
 
 
 def test_multihead_attention_tuple_output_keeps_attention_output() -> None:
@@ -74,12 +106,23 @@ def test_remove_and_disable() -> None:
     model = nn.Sequential(nn.Linear(4, 3))
     capture = ActivationCapture(model, ["0"]).attach()
     assert capture.attached and len(model[0]._forward_hooks) == 1
+    capture.attach()  # attaching again is a no-op: one hook, not two
+    assert len(model[0]._forward_hooks) == 1
     capture.enabled = False
     model(torch.randn(2, 4))
     assert capture.captured == {}
     capture.remove()
     assert not capture.attached and len(model[0]._forward_hooks) == 0
     model(torch.randn(2, 4))
+    assert capture.captured == {}
+
+
+def test_remove_drops_what_was_captured() -> None:
+    model = nn.Sequential(nn.Linear(4, 3))
+    capture = ActivationCapture(model, ["0"]).attach()
+    model(torch.randn(2, 4))
+    assert set(capture.captured) == {"0"}
+    capture.remove()
     assert capture.captured == {}
 
 
