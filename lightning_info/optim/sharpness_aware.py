@@ -54,7 +54,7 @@ def global_norm(tensor_lists: list[list[Tensor]], ord: float = 2.0, group: Any =
     # float32/float64 (_foreach_norm widened half); no tensor here (e.g. an empty FSDP1 shard): 0, still combined
     norm = torch.linalg.vector_norm(torch.stack(norms), ord) if norms else torch.zeros(())
     if is_dtensor(norm):  # FSDP2 / tensor parallel: the norm is global already (a pending reduction): materialise it
-        norm = norm.full_tensor()  # type: ignore[attr-defined]
+        norm = norm.full_tensor()  # type: ignore[union-attr]
     if group is not None:
         norm = _combine_shard_norms(norm, ord, group)
     return norm
