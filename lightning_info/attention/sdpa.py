@@ -139,12 +139,14 @@ def sdpa_attention_entropy(
             attended = seen if attended is None else attended | seen
         q_chunk = query[..., start:stop, :]
         causal_from = start if is_causal else None
+        # causal: the chunk's rows see keys 0..stop-1 only, so the later keys (all masked) are not computed at all
+        k_chunk = key[..., :stop, :] if is_causal else key
         if grad and mask is not None and mask.requires_grad:  # a learnt additive mask: autograd, checkpointed
-            entropy, count = checkpoint(_chunk_entropy, q_chunk, key, mask, causal_from, scale, use_reentrant=False)
+            entropy, count = checkpoint(_chunk_entropy, q_chunk, k_chunk, mask, causal_from, scale, use_reentrant=False)
         elif grad:  # only views of the inputs and the entropies are kept for backward
-            entropy, count = _ChunkEntropy.apply(q_chunk, key, mask, causal_from, scale)
+            entropy, count = _ChunkEntropy.apply(q_chunk, k_chunk, mask, causal_from, scale)
         else:
-            entropy, count = _chunk_entropy(q_chunk, key, mask, causal_from, scale)
+            entropy, count = _chunk_entropy(q_chunk, k_chunk, mask, causal_from, scale)
         entropies.append(entropy)
         counts.append(count)
     entropy, count = torch.cat(entropies, -1), torch.cat(counts, -1)
