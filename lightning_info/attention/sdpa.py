@@ -199,8 +199,15 @@ class _ChunkEntropy(torch.autograd.Function):
         if ctx.causal_from is not None:
             rows = torch.arange(ctx.causal_from, ctx.causal_from + q.shape[-2], device=q.device)[:, None]
             logits = logits.masked_fill(torch.arange(k.shape[-2], device=q.device) > rows, -torch.inf)
-        p = torch.softmax(logits, -1).nan_to_num_(0.0)  # a row without a valid key: entropy 0, no gradient
-        d_logits = torch.special.xlogy(p, p).add_(p.mul_(entropy[..., None])).mul_(-factor * grad_entropy[..., None])
+        # log p = s - log z with s = logits - max and z = sum exp(s): one exp, no log of the map (-inf keys: p = 0)
+        row_max = logits.amax(-1, keepdim=True)
+        shifted = logits.sub_(row_max.masked_fill_(row_max == -torch.inf, 0.0))
+        p = torch.exp(shifted)
+        normalizer = p.sum(-1, keepdim=True)
+        p.div_(normalizer).nan_to_num_(0.0)  # a row without a valid key: entropy 0, no gradient
+        offset = torch.where(normalizer > 0, entropy[..., None] - normalizer.log(), 0.0)  # H - log z
+        d_logits = shifted.clamp_min_(torch.finfo(shifted.dtype).min).add_(offset).mul_(p)  # p (log p + H)
+        d_logits.mul_(-factor * grad_entropy[..., None])
         grad_query = grad_key = None
         if ctx.needs_input_grad[0]:
             grad_query = (d_logits @ k).sum_to_size(query.shape).to(query.dtype)
