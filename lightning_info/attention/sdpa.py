@@ -139,12 +139,14 @@ def sdpa_attention_entropy(
             attended = seen if attended is None else attended | seen
         q_chunk = query[..., start:stop, :]
         causal_from = start if is_causal else None
+        # causal: the chunk's rows see keys 0..stop-1 only, so the later keys (all masked) are not computed at all
+        k_chunk = key[..., :stop, :] if is_causal else key
         if grad and mask is not None and mask.requires_grad:  # a learnt additive mask: autograd, checkpointed
-            entropy, count = checkpoint(_chunk_entropy, q_chunk, key, mask, causal_from, scale, use_reentrant=False)
+            entropy, count = checkpoint(_chunk_entropy, q_chunk, k_chunk, mask, causal_from, scale, use_reentrant=False)
         elif grad:  # only views of the inputs and the entropies are kept for backward
-            entropy, count = _ChunkEntropy.apply(q_chunk, key, mask, causal_from, scale)
+            entropy, count = _ChunkEntropy.apply(q_chunk, k_chunk, mask, causal_from, scale)
         else:
-            entropy, count = _chunk_entropy(q_chunk, key, mask, causal_from, scale)
+            entropy, count = _chunk_entropy(q_chunk, k_chunk, mask, causal_from, scale)
         entropies.append(entropy)
         counts.append(count)
     entropy, count = torch.cat(entropies, -1), torch.cat(counts, -1)
@@ -197,8 +199,15 @@ class _ChunkEntropy(torch.autograd.Function):
         if ctx.causal_from is not None:
             rows = torch.arange(ctx.causal_from, ctx.causal_from + q.shape[-2], device=q.device)[:, None]
             logits = logits.masked_fill(torch.arange(k.shape[-2], device=q.device) > rows, -torch.inf)
-        p = torch.softmax(logits, -1).nan_to_num_(0.0)  # a row without a valid key: entropy 0, no gradient
-        d_logits = torch.special.xlogy(p, p).add_(p.mul_(entropy[..., None])).mul_(-factor * grad_entropy[..., None])
+        # log p = s - log z with s = logits - max and z = sum exp(s): one exp, no log of the map (-inf keys: p = 0)
+        row_max = logits.amax(-1, keepdim=True)
+        shifted = logits.sub_(row_max.masked_fill_(row_max == -torch.inf, 0.0))
+        p = torch.exp(shifted)
+        normalizer = p.sum(-1, keepdim=True)
+        p.div_(normalizer).nan_to_num_(0.0)  # a row without a valid key: entropy 0, no gradient
+        offset = torch.where(normalizer > 0, entropy[..., None] - normalizer.log(), 0.0)  # H - log z
+        d_logits = shifted.clamp_min_(torch.finfo(shifted.dtype).min).add_(offset).mul_(p)  # p (log p + H)
+        d_logits.mul_(-factor * grad_entropy[..., None])
         grad_query = grad_key = None
         if ctx.needs_input_grad[0]:
             grad_query = (d_logits @ k).sum_to_size(query.shape).to(query.dtype)

@@ -100,6 +100,36 @@ def test_analytic_backward_equals_float64_autograd_of_explicit_maps(mask: str, k
     assert got[0].abs().sum() > 0 and got[1].abs().sum() > 0
 
 
+@pytest.mark.parametrize(("num_queries", "num_keys"), [(5, 11), (11, 5), (10, 10)])
+def test_causal_chunks_skip_the_masked_keys_exactly(num_queries: int, num_keys: int) -> None:
+    """Causal chunks compute only keys 0..stop-1 (SDPA's top-left causal mask, rows and keys of different lengths):
+    values and gradients equal the explicit float64 maps, and no chunk multiplies more keys than its rows can see."""
+    torch.manual_seed(3)
+    q = torch.randn(2, 4, num_queries, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 2, num_keys, 8, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 4, num_queries, dtype=torch.float64)
+    allowed = torch.ones(num_queries, num_keys, dtype=torch.bool).tril()
+    widths: list[int] = []
+    matmul = torch.Tensor.__matmul__
+
+    def recording(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        widths.append(b.shape[-1])
+        return matmul(a, b)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.Tensor, "__matmul__", recording)
+        entropy = sdpa_attention_entropy(q, k, is_causal=True, scale=0.3, chunk_size=3)[0]
+    assert widths == [min(start + 3, num_queries, num_keys) for start in range(0, num_queries, 3)]
+    (entropy * weights).sum().backward()
+    got = q.grad.clone(), k.grad.clone()
+    q.grad = k.grad = None
+    reference = reference_entropy(q, k, allowed, 0.3)
+    torch.testing.assert_close(entropy, reference, rtol=1e-10, atol=1e-10)
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(got[0], q.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], k.grad, rtol=1e-10, atol=1e-10)
+
+
 def test_a_learnt_additive_mask_gets_its_gradient() -> None:
     """An additive mask that requires gradient (e.g. a learnt bias) keeps autograd (checkpointed chunks)."""
     torch.manual_seed(3)
