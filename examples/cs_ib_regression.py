@@ -12,8 +12,6 @@ selection on it). With LightningCLI:
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,9 @@ from torch.utils.data import DataLoader
 
 from lightning_info.demo.data import load_diabetes_standardized
 from lightning_info.losses import CSIBLoss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: the shared _report module
+from _report import mean_std, write_results
 
 
 class DiabetesData(LightningDataModule):
@@ -159,18 +160,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "|---|---|---|",
     ]
     for key, res in results.items():
-        cells = [_mean_std(res[m]) for m in ("rmse", "r2")]
+        cells = [mean_std(res[m]) for m in ("rmse", "r2")]
         lines.append(f"| {key} | {cells[0]} | {cells[1]} |")
     table = "\n".join(lines)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(args.out, table, results)
     return results
-
-
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
 class RegressionCLI(LightningCLI):

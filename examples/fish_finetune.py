@@ -17,7 +17,6 @@ script writes, and pretrains it first, seed 0, when the file is missing):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +29,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.callbacks import FisherMask
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: the shared _report module
+from _report import mean_std, write_results
 
 RATIOS = (0.005, 0.02, 0.1)
 
@@ -176,11 +178,6 @@ def run(seed: int, out: Path, fast: bool, lr: float) -> dict[str, dict[str, floa
     return results
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/fish_finetune"))
@@ -204,11 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     for name, res in results.items():
         trained = f"{statistics.mean(res['trained']):,.0f} ({100 * statistics.mean(res['trained']) / total:.1f}%)"
-        lines.append(f"| {name} | {trained} | {_mean_std(res['acc_new'])} | {_mean_std(res['acc_old'])} |")
+        lines.append(f"| {name} | {trained} | {mean_std(res['acc_new'])} | {mean_std(res['acc_old'])} |")
     table = "\n".join(lines)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps({"total_params": total, "methods": results}, indent=2))
+    write_results(args.out, table, {"total_params": total, "methods": results})
     return {"total_params": total, "methods": results}
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.distill import DistillationModule, KDLoss, MCMICallback
 from lightning_info.metrics import ConditionalMutualInformation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: the shared _report module
+from _report import mean_std, write_results
 
 
 class MLP(nn.Module):
@@ -186,11 +187,6 @@ def _key(name: str) -> str:
     return name.lower().replace(" ", "_").replace("=", "")
 
 
-def _mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * std:.{digits}f}"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the protocol over the seeds; print and save the table of mean ± std."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,17 +243,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cells = [
             "—"
             if column not in results[name]
-            else _mean_std(results[name][column], 1.0, 3)
+            else mean_std(results[name][column])
             if column == "teacher_cmi"
-            else _mean_std(results[name][column])
+            else mean_std(results[name][column], 100.0, 1)
             for column in columns
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"wall time: {time.perf_counter() - started:.0f} s"]
     table = "\n".join(lines)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(args.out, table, results)
     logger.save()
     experiment = getattr(logger, "experiment", None)
     if hasattr(experiment, "finish"):

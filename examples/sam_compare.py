@@ -15,7 +15,6 @@ examples/configs/sam_compare.yaml``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,6 +30,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_info.callbacks import SharpnessMonitor
 from lightning_info.demo.data import load_digits_tokens
 from lightning_info.optim import GAM, GSAM, SAM, WSAM, FriendlySAM, LookSAM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: the shared _report module
+from _report import mean_std, write_results
 
 OPTIMIZERS = ("sgd", "sam", "asam", "gam", "gsam", "wsam", "fsam", "looksam")
 
@@ -312,17 +314,10 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
         "|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
-        lines.append(f"| {name} | " + " | ".join(_mean_std(res[m]) for m in METRICS) + " |")
+        lines.append(f"| {name} | " + " | ".join(mean_std(res[m]) for m in METRICS) + " |")
     table = "\n".join(lines)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(args.out, table, results)
     return results
-
-
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
 def cli_main() -> None:

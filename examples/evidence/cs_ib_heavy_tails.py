@@ -27,7 +27,6 @@ examples/configs/evidence_cs_ib_heavy_tails.yaml``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -41,6 +40,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.losses import CSIBLoss
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared _report module
+from _report import mean_std, paired, write_results
 
 DIM = 8
 NOISES = ("gaussian", "student-t2", "outliers10")
@@ -206,15 +208,6 @@ def run_one(noise: str, loss: str, lr: float, seed: int, args: argparse.Namespac
     return snapshots.records
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
-
-
-def _paired(values: list[float], reference: list[float]) -> str:
-    return _mean_std([v - r for v, r in zip(values, reference, strict=True)])
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the grid, select (lr, epochs) on validation, print and save the table, the JSON and the figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,10 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_minutes = (time.process_time() - start) / 60
     wall_minutes = (time.perf_counter() - wall_start) / 60
     table = _table(results, args, cpu_minutes, wall_minutes)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    summary = {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, "results": results}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_results(args.out, table, {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, "results": results})
     _figure(results, args.out / "rmse.png")
     return results
 
@@ -277,11 +267,11 @@ def _table(results: dict[str, Any], args: argparse.Namespace, cpu_minutes: float
     for noise, by_loss in results.items():
         ref = by_loss["MSE"]
         for loss, res in by_loss.items():
-            d_clean = "—" if loss == "MSE" else _paired(res["test_rmse"], ref["test_rmse"])
-            d_adv = "—" if loss == "MSE" else _paired(res["pgd_rmse"], ref["pgd_rmse"])
+            d_clean = "—" if loss == "MSE" else paired(res["test_rmse"], ref["test_rmse"])
+            d_adv = "—" if loss == "MSE" else paired(res["pgd_rmse"], ref["pgd_rmse"])
             lines.append(
-                f"| {noise} | {loss} | {res['lr']:g}, {res['epochs']} | {_mean_std(res['test_rmse'])} | {d_clean} "
-                f"| {_mean_std(res['pgd_rmse'])} | {d_adv} |"
+                f"| {noise} | {loss} | {res['lr']:g}, {res['epochs']} | {mean_std(res['test_rmse'])} | {d_clean} "
+                f"| {mean_std(res['pgd_rmse'])} | {d_adv} |"
             )
     return "\n".join(lines)
 

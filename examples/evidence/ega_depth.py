@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import statistics
 import sys
@@ -44,6 +43,9 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from lightning_info.callbacks import AttentionEntropyMonitor, EntropyGuidedAttentionCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared _report module
+from _report import mean_std, paired, write_results
 
 CONFIGS = ("ln_free", "ln_free_entropy")
 OVERLOAD, COLLAPSE = 0.75, 0.25
@@ -125,11 +127,6 @@ def head_fractions(entropy: list[list[float]]) -> dict[str, float]:
     return fractions
 
 
-def _mean_std(values: list[float], digits: int = 3) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train both configurations for every seed; print and save the table, the JSON and the figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,10 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_minutes = (time.process_time() - start) / 60
     wall_minutes = (time.perf_counter() - wall_start) / 60
     table = _table(results, args, cpu_minutes, wall_minutes)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    summary = {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, "results": results}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_results(args.out, table, {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, "results": results})
     _figure(results, args.out / "entropy_depth.png")
     return results
 
@@ -186,17 +180,13 @@ def _table(results: dict[str, Any], args: argparse.Namespace, cpu_minutes: float
         "|---|---|---|---|---|---|---|",
     ]
     for config, res in results.items():
-        delta = (
-            "—"
-            if config == "ln_free"
-            else _mean_std([a - b for a, b in zip(res["val_loss"], base["val_loss"], strict=True)])
-        )
-        ppl = _mean_std([math.exp(v) for v in res["val_loss"]], 2)
-        over = " / ".join(_mean_std(res[f"overload_{p}"], 2) for p in ("all", "first2", "last2"))
-        coll = " / ".join(_mean_std(res[f"collapse_{p}"], 2) for p in ("all", "first2", "last2"))
+        delta = "—" if config == "ln_free" else paired(res["val_loss"], base["val_loss"])
+        ppl = mean_std([math.exp(v) for v in res["val_loss"]], digits=2)
+        over = " / ".join(mean_std(res[f"overload_{p}"], digits=2) for p in ("all", "first2", "last2"))
+        coll = " / ".join(mean_std(res[f"collapse_{p}"], digits=2) for p in ("all", "first2", "last2"))
         per_layer = torch.tensor(res["normalized_entropy"]).mean(dim=(0, 2))
         layers = ", ".join(f"{v:.2f}" for v in per_layer.tolist())
-        lines.append(f"| {config} | {_mean_std(res['val_loss'])} | {delta} | {ppl} | {over} | {coll} | {layers} |")
+        lines.append(f"| {config} | {mean_std(res['val_loss'])} | {delta} | {ppl} | {over} | {coll} | {layers} |")
     return "\n".join(lines)
 
 

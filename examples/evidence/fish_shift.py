@@ -25,7 +25,6 @@ examples/evidence/fish_shift.py fit --config examples/configs/evidence_fish_shif
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -39,6 +38,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.callbacks import FisherMask
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared _report module
+from _report import mean_std, paired, write_results
 
 METHODS = ("none", "head only", "full fine-tuning", "FISH 0.5%", "random 0.5%")
 
@@ -200,15 +202,6 @@ def finetune(
     return snapshots.records
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
-
-
-def _paired(values: list[float], reference: list[float]) -> str:
-    return _mean_std([v - r for v, r in zip(values, reference, strict=True)])
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Pretrain per seed, fine-tune with every method, select on validation, write the table, JSON and figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,10 +245,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wall_minutes = (time.perf_counter() - wall_start) / 60
     parameters = sum(p.numel() for p in WideMLP(hidden=args.hidden).parameters())
     table = _table(results, args, parameters, cpu_minutes, wall_minutes)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
     summary = {"parameters": parameters, "cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, "results": results}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_results(args.out, table, summary)
     _figure(results, args.out / "accuracy.png")
     return results
 
@@ -273,9 +264,9 @@ def _table(results: dict[str, Any], args: Any, parameters: int, cpu_minutes: flo
     full, fish = results["full fine-tuning"]["test_acc"], results["FISH 0.5%"]["test_acc"]
     for method, res in results.items():
         hp = "—" if res["lr"] is None else f"{res['lr']:g}, {res['epochs']}"
-        d_full = "—" if method == "full fine-tuning" else _paired(res["test_acc"], full)
-        d_fish = "—" if method == "FISH 0.5%" else _paired(res["test_acc"], fish)
-        lines.append(f"| {method} | {hp} | {_mean_std(res['test_acc'])} | {d_full} | {d_fish} |")
+        d_full = "—" if method == "full fine-tuning" else paired(res["test_acc"], full)
+        d_fish = "—" if method == "FISH 0.5%" else paired(res["test_acc"], fish)
+        lines.append(f"| {method} | {hp} | {mean_std(res['test_acc'])} | {d_full} | {d_fish} |")
     return "\n".join(lines)
 
 

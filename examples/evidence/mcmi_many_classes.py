@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -51,6 +50,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_info.distill import DistillationModule, KDLoss, MCMILoss
 from lightning_info.metrics import ConditionalMutualInformation
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared _report module
+from _report import mean_std, paired, write_results
 
 DIM, SUPER, SUB = 32, 20, 5
 CLASSES = SUPER * SUB
@@ -257,15 +259,6 @@ def _key(name: str) -> str:
     return name.lower().replace(" ", "_").replace("=", "")
 
 
-def _mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * std:.{digits}f}"
-
-
-def _paired(values: list[float], reference: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    return _mean_std([v - r for v, r in zip(values, reference, strict=True)], scale, digits)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every seed, choose lambda on validation, print and save the table, the JSON and the figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -320,10 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wall_minutes = (time.perf_counter() - wall_start) / 60
     results = {"rows": rows, "chosen_lam": chosen, "bayes_test_acc": bayes_acc}
     table = _table(results, args, cpu_minutes, wall_minutes)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
-    summary = {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, **results}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_results(args.out, table, {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, **results})
     logger.log_metrics({f"chosen_lam/{c}": lam for c, lam in chosen.items()}, step=args.seeds)
     logger.save()
     finish = getattr(getattr(logger, "experiment", None), "finish", None)
@@ -338,7 +328,7 @@ def _table(results: dict[str, Any], args: argparse.Namespace, cpu_minutes: float
     ce = rows["CE"]
     lines = [
         f"100-class Gaussian mixture in 32-D (20 superclasses x 5), {args.seeds} seeds, n_train={args.n_train}; "
-        f"Bayes classifier test accuracy {_mean_std(results['bayes_test_acc'])}%. Teacher 32-256-256-100: "
+        f"Bayes classifier test accuracy {mean_std(results['bayes_test_acc'], 100.0, 1)}%. Teacher 32-256-256-100: "
         f"{args.teacher_epochs} CE epochs + {args.finetune_epochs} fine-tuning epochs; student 32-64-100 on "
         f"{100 * args.label_fraction:g}% of the labels, KD T=4, alpha=0.9, {args.student_epochs} epochs. Lambda "
         f"chosen per centroid kind on mean student validation accuracy (*). Mean ± std over seeds; Δ = paired "
@@ -352,13 +342,13 @@ def _table(results: dict[str, Any], args: argparse.Namespace, cpu_minutes: float
     for name, row in rows.items():
         mark = " *" if any(name == f"MCMI {c} lam={lam:g}" for c, lam in chosen.items()) else ""
         if "teacher_acc" in row:
-            teacher = [_mean_std(row["teacher_acc"]), _mean_std(row["teacher_kl_bayes"], 1.0, 3)]
-            teacher.append("—" if name == "CE" else _paired(row["teacher_kl_bayes"], ce["teacher_kl_bayes"], 1.0, 3))
-            teacher.append(_mean_std(row["teacher_cmi"], 1.0, 3))
+            teacher = [mean_std(row["teacher_acc"], 100.0, 1), mean_std(row["teacher_kl_bayes"])]
+            teacher.append("—" if name == "CE" else paired(row["teacher_kl_bayes"], ce["teacher_kl_bayes"]))
+            teacher.append(mean_std(row["teacher_cmi"]))
         else:
             teacher = ["—"] * 4
-        delta = "—" if name == "CE" else _paired(row["student_test"], ce["student_test"])
-        cells = [*teacher, _mean_std(row["student_val"]), _mean_std(row["student_test"]), delta]
+        delta = "—" if name == "CE" else paired(row["student_test"], ce["student_test"], 100.0, 1)
+        cells = [*teacher, mean_std(row["student_val"], 100.0, 1), mean_std(row["student_test"], 100.0, 1), delta]
         lines.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

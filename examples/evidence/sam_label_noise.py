@@ -33,7 +33,6 @@ examples/evidence/sam_label_noise.py fit --config examples/configs/evidence_sam_
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -50,6 +49,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_info.callbacks import SharpnessMonitor
 from lightning_info.demo.data import load_digits_tokens
 from lightning_info.optim import GSAM, SAM, LookSAM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared _report module
+from _report import mean_std, paired, write_results
 
 OPTIMIZERS = ("sgd", "sam", "asam", "gsam", "looksam")
 NOISE_KINDS = ("symmetric", "asymmetric")
@@ -242,15 +244,6 @@ def run_one(setting: str, optimizer: str, rho: float, seed: int, args: argparse.
     }
 
 
-def _mean_std(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * std:.{digits}f}"
-
-
-def _paired(values: list[float], reference: list[float]) -> str:
-    return _mean_std([v - r for v, r in zip(values, reference, strict=True)], 100.0)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every (noise, optimizer, rho, seed), choose rho on noisy validation, write the table, JSON and figure."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,10 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_minutes = (time.process_time() - start) / 60
     wall_minutes = (time.perf_counter() - wall_start) / 60
     table = _table(results, args, cpu_minutes, wall_minutes)
-    print(table)
-    (args.out / "results.md").write_text(table + "\n")
     summary = {"cpu_minutes": cpu_minutes, "wall_minutes": wall_minutes, "args": _jsonable(args), "results": results}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+    write_results(args.out, table, summary)
     _figure(results, args.out / "accuracy.png")
     return results
 
@@ -320,12 +311,12 @@ def _table(results: dict[str, Any], args: argparse.Namespace, cpu_minutes: float
     for setting, by_opt in results.items():
         ref = by_opt.get("sgd")
         for optimizer, res in by_opt.items():
-            delta = "—" if optimizer == "sgd" or ref is None else _paired(res["test_acc"], ref["test_acc"])
+            delta = "—" if optimizer == "sgd" or ref is None else paired(res["test_acc"], ref["test_acc"], 100.0, 1)
             rho = "—" if res["rho"] is None else f"{res['rho']:g}"
             lines.append(
-                f"| {setting} | {optimizer} | {rho} | {_mean_std(res['val_acc'], 100.0)} "
-                f"| {_mean_std(res['test_acc'], 100.0)} | {delta} | {_mean_std(res['memorised'], 100.0)} "
-                f"| {_mean_std(res['hessian_top_eig'], digits=2)} |"
+                f"| {setting} | {optimizer} | {rho} | {mean_std(res['val_acc'], 100.0, 1)} "
+                f"| {mean_std(res['test_acc'], 100.0, 1)} | {delta} | {mean_std(res['memorised'], 100.0, 1)} "
+                f"| {mean_std(res['hessian_top_eig'], digits=2)} |"
             )
     return "\n".join(lines)
 
