@@ -43,9 +43,14 @@ def shard_group(tensors: list[Tensor]) -> Any:
     return mesh.get_group()
 
 
+def local_shard(tensor: Tensor) -> Tensor:
+    """This rank's shard of a DTensor (``to_local()``, a view: writing to it writes the DTensor), else the tensor."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]
+
+
 def local_shards(tensors: list[Tensor]) -> list[Tensor]:
-    """``t.to_local()`` of each DTensor (a view of this rank's shard: writing to it writes the DTensor)."""
-    return [t.to_local() for t in tensors]  # type: ignore[attr-defined]
+    """:func:`local_shard` of each tensor."""
+    return [local_shard(t) for t in tensors]
 
 
 def sharding_engine(module: nn.Module) -> str | None:

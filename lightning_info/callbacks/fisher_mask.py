@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_info._internal.sharding import is_dtensor, sharding_engine
+from lightning_info._internal.sharding import is_dtensor, local_shard, sharding_engine
 from lightning_info._internal.validation import check_choice, check_int, check_range
 from lightning_info.callbacks._logging import log_scalars
 from lightning_info.fisher import empirical_fisher, topk_masks
@@ -258,7 +258,7 @@ class FisherMask(Callback):
             if nothing_kept:
                 param.grad = None
             else:
-                _local(param.grad).masked_fill_(~mask, 0)
+                local_shard(param.grad).masked_fill_(~mask, 0)
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -338,7 +338,7 @@ class FisherMask(Callback):
         stored = {name: _like(params[name], mask) for name, mask in masks.items()}
         getattr(pl_module, MASK_ATTRIBUTE).set(stored)
         self._masked = [  # the local shards (the whole tensors when not sharded): the hooks touch no DTensor
-            (params[name], _local(stored[name]), _local(params[name]).detach().clone(), not bool(mask.any()))
+            (params[name], local_shard(stored[name]), local_shard(params[name]).detach().clone(), not bool(mask.any()))
             for name, mask in masks.items()
             if not bool(mask.all())
         ]
@@ -348,7 +348,7 @@ class FisherMask(Callback):
     @torch.no_grad()
     def _restore(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         for param, mask, snapshot, _ in self._masked:
-            local = _local(param)
+            local = local_shard(param)
             local.copy_(torch.where(mask, local, snapshot))
 
     def _remove_hooks(self) -> None:
@@ -374,11 +374,6 @@ class FisherMask(Callback):
         if histogram:  # a wandb.Histogram: no other logger takes one
             for logger in wandb_loggers:
                 logger.log_metrics(histogram, step=trainer.global_step)
-
-
-def _local(tensor: Tensor) -> Tensor:
-    """This rank's shard of a DTensor (a view: writing to it writes the DTensor), or the tensor itself."""
-    return tensor.to_local() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]
 
 
 def _like(param: Tensor, mask: Tensor) -> Tensor:
