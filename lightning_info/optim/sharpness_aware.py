@@ -434,23 +434,25 @@ class SharpnessAwareOptimizer(Optimizer):
         (:attr:`_shard_group`). A per-rank perturbation (m-sharpness) would need each rank's own full perturbed
         weights, which sharded parameters cannot hold: refused under both.
         """
-        name = type(self).__name__
-        params = [p for group in self.param_groups for p in group["params"]]
-        if passes is None:
+        if passes is None:  # the step's first check; the parameter list is built only here and under FSDP1
             self._run["shard_group"] = None
-        if passes is None and not self.sync_perturbation and sharded_world(params) > 1:  # checked once per step
-            raise ValueError(
-                f"{name}(sync_perturbation=False) cannot run with sharded (DTensor) parameters (FSDP2's fully_shard or "
-                "tensor parallelism): m-sharpness perturbs each rank's weights with its own gradient, but a sharded "
-                "parameter holds one shard of a single set of weights shared by all ranks. Set "
-                "sync_perturbation=True (the global-batch perturbation, exact under FSDP2), or train with DDP for "
-                "m-sharpness. No weight was changed."
-            )
-        if passes is not None and passes.fsdp1_seen:
-            self._run["shard_group"] = self._fsdp1_group(passes.fsdp1_seen, params)
+            if not self.sync_perturbation and sharded_world(self._parameters()) > 1:
+                raise ValueError(
+                    f"{type(self).__name__}(sync_perturbation=False) cannot run with sharded (DTensor) parameters "
+                    "(FSDP2's fully_shard or tensor parallelism): m-sharpness perturbs each rank's weights with its "
+                    "own gradient, but a sharded parameter holds one shard of a single set of weights shared by all "
+                    "ranks. Set sync_perturbation=True (the global-batch perturbation, exact under FSDP2), or train "
+                    "with DDP for m-sharpness. No weight was changed."
+                )
+        elif passes.fsdp1_seen:
+            self._run["shard_group"] = self._fsdp1_group(passes.fsdp1_seen)
 
-    def _fsdp1_group(self, modules: list[Any], params: list[Tensor]) -> Any:
-        """The process group over which FSDP1 ``modules`` shard ``params`` (``None``: ``NO_SHARD``, not sharded).
+    def _parameters(self) -> list[Tensor]:
+        """Every parameter of every group."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _fsdp1_group(self, modules: list[Any]) -> Any:
+        """The process group over which FSDP1 ``modules`` shard this optimizer's parameters (``None``: ``NO_SHARD``).
 
         Raises:
             ValueError: ``sync_perturbation=False`` (m-sharpness), or the modules shard over different groups.
@@ -467,6 +469,7 @@ class SharpnessAwareOptimizer(Optimizer):
                 "m-sharpness. No weight was changed."
             )
         managed = {id(p) for module in modules for p in module.parameters()}
+        params = self._parameters()
         outside = sum(id(p) not in managed for p in params)
         if outside:
             raise RuntimeError(
